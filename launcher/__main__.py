@@ -1,0 +1,5 @@
+"""``python -m launcher [options] [SCRIPT [ARGS...] | -m MODULE [ARGS...]]``."""
+
+from launcher.bootstrap import main
+
+main()

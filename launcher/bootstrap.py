@@ -1,0 +1,223 @@
+"""``python -m launcher``: from a command line to a running plan, on every rank.
+
+Every rank parses the same argv and reads the same config, so every rank reaches the
+same verdict on bad input without talking; only one of them prints it. Host facts are
+gathered on rank 0, which plans for everyone and broadcasts the plan (or the reason
+there is none). Nothing is started before the plan exists, so bad input never leaves a
+half-started cluster.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import secrets
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any, NoReturn
+
+from launcher.mpienv import diagnose_launcher, diagnose_world, intended_rank
+from launcher.options import EarlyExit, Options, UsageError, parse
+
+#: Exit status when nothing was started because the input or environment is wrong.
+BAD_INPUT = 2
+
+
+class Stop(Exception):
+    """End this rank now with ``status``; the speaking rank prints ``message``."""
+
+    def __init__(self, status: int, message: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def process_start_time() -> float:
+    """When this process started (epoch seconds): start-up is measured from there."""
+    import psutil
+
+    return psutil.Process().create_time()
+
+
+def _under_mpi_launcher(env: Mapping[str, str]) -> bool:
+    names = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "SLURM_STEP_NUM_TASKS")
+    return any(name in env for name in names)
+
+
+def connect_mpi(env: Mapping[str, str]) -> tuple[Any, str]:
+    """MPI's world communicator and library description; a world of one without MPI.
+
+    MPI is initialised here, not at import, so that a launcher the library cannot join
+    is reported in one clear line instead of an abort inside MPI_Init.
+    """
+    try:
+        import mpi4py
+
+        mpi4py.rc.initialize = False
+        mpi4py.rc.finalize = False  # end_process finalizes, then exits
+        from mpi4py import MPI
+    except Exception as err:  # mpi4py present but no MPI library it can load
+        if _under_mpi_launcher(env):
+            raise Stop(BAD_INPUT, f"launcher: mpi4py cannot load an MPI library: {err}") from None
+        from launcher.comm import SoloComm
+
+        return SoloComm(), "no MPI library (single process)"
+    library = MPI.Get_library_version()
+    problem = diagnose_launcher(env, library)
+    if problem:
+        raise Stop(BAD_INPUT, f"launcher: {problem}")
+    MPI.Init_thread(MPI.THREAD_MULTIPLE)
+    return MPI.COMM_WORLD, library
+
+
+def end_process(status: int) -> NoReturn:
+    """Finalize MPI and exit without Python's interpreter teardown.
+
+    Teardown joins every non-daemon thread, and distributed can leave some that never
+    finish (distributed #8644), so ``sys.exit`` may hang. ``os._exit`` is no better under
+    MPICH: its PMI connection is closed by a C ``atexit`` handler, and a process that
+    skips it looks crashed to hydra, which then SIGKILLs the other ranks (exit code 9).
+    C's ``exit()`` runs those handlers but not Python's teardown.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    watchdog = threading.Timer(10.0, os._exit, (status,))
+    watchdog.daemon = True
+    watchdog.start()
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
+        mpi.Finalize()
+    ctypes.CDLL(None).exit(status)
+    os._exit(status)  # not reached
+
+
+def configure_logging(verbose: int) -> None:
+    """Quiet unless asked: our own lines always, Dask's from -v on."""
+    import distributed  # noqa: F401  (its import installs the handlers we adjust)
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("launcher: %(message)s"))
+    ours = logging.getLogger("launcher")
+    ours.addHandler(handler)
+    ours.setLevel(logging.INFO)
+    ours.propagate = False
+    levels = {0: logging.ERROR, 1: logging.INFO}
+    logging.getLogger("distributed").setLevel(levels.get(verbose, logging.DEBUG))
+
+
+def _plan_or_reason(
+    options: Options, settings: Any, facts: list, env: Mapping[str, str], size: int
+) -> tuple[Any, Stop | None]:
+    """Rank 0's half of planning: the plan, or why there is none."""
+    from launcher.plan import PlanError, PlanInputs, make_plan
+    from launcher.slurm import SlurmEnvError, read_allocation
+    from launcher.usercode import check_target
+
+    if options.target.kind != "demo" and not options.plan:
+        problem = check_target(options.target)
+        if problem:
+            status = 1 if problem.startswith(("  File", "SyntaxError")) else BAD_INPUT
+            return None, Stop(status, problem)
+    try:
+        hosts = tuple(f.hostname for f in facts)
+        source = "MPI"
+        alloc = read_allocation(env)
+        if size == 1 and options.plan and alloc and (alloc.tasks or 1) > 1:
+            nodes = alloc.rank_nodes()
+            hosts = tuple(nodes) if len(nodes) == alloc.tasks else hosts * alloc.tasks
+            source = "env SLURM_STEP_NUM_TASKS/SLURM_NTASKS (planned; not started under MPI)"
+        run_id = "-".join(filter(None, [alloc.job_id if alloc else None, secrets.token_hex(3)]))
+        plan = make_plan(
+            PlanInputs(
+                env=dict(env),
+                rank_hosts=hosts,
+                facts={f.hostname: f for f in facts},
+                settings=settings,
+                options=options,
+                run_id=run_id,
+                mpi_size_source=source,
+            )
+        )
+    except (PlanError, SlurmEnvError) as err:
+        return None, Stop(BAD_INPUT, f"launcher: {err}")
+    return plan, None
+
+
+def run(argv: list[str], env: Mapping[str, str]) -> int:
+    started = process_start_time()
+    try:
+        options: Options | None = parse(argv)
+        early: Stop | None = None
+    except UsageError as err:
+        options, early = None, Stop(err.status, err.message.rstrip())
+    except EarlyExit as err:
+        options, early = None, Stop(0, err.message.rstrip())
+
+    world, library = connect_mpi(env)
+    size, rank = world.Get_size(), world.Get_rank()
+    speaker = rank == 0 and (size > 1 or intended_rank(env) == 0)
+
+    def stop(reason: Stop) -> int:
+        if speaker and reason.message:
+            print(reason.message, file=sys.stdout if reason.status == 0 else sys.stderr)
+        return reason.status
+
+    if early is not None:
+        return stop(early)
+    assert options is not None
+    if not options.plan:
+        problem = diagnose_world(env, size, library)
+        if problem:
+            return stop(Stop(BAD_INPUT, f"launcher: {problem}"))
+
+    configure_logging(options.verbose)
+    from launcher.config import ConfigError, read_settings
+
+    try:
+        settings = read_settings()
+    except ConfigError as err:
+        return stop(Stop(BAD_INPUT, f"launcher: {err}"))
+
+    from launcher.comm import MPITimeout, PatientComm
+    from launcher.hostfacts import gather_local
+
+    comm = PatientComm(world, timeout=settings["startup-timeout"].value)
+    try:
+        facts = comm.gather(gather_local(rank), root=0)
+        verdict = _plan_or_reason(options, settings, facts, env, size) if rank == 0 else None
+        plan, reason = comm.bcast(verdict, root=0)
+    except MPITimeout as err:
+        print(f"launcher: rank {rank}: {err}; ending the job", file=sys.stderr)
+        comm.abort(1)
+        return 1
+    if reason is not None:
+        return stop(reason)
+    if options.plan:
+        return stop(Stop(0, plan.to_json()))
+
+    from launcher.roles import Rank
+
+    status = Rank(plan, comm, started).run()
+    comm.flush()
+    return status
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    try:
+        status = run(sys.argv[1:] if argv is None else argv, os.environ)
+    except Stop as reason:  # before MPI could say which rank this is
+        if intended_rank(os.environ) == 0:
+            print(reason.message, file=sys.stderr, flush=True)
+        else:
+            # Let rank 0 speak first: launchers end the job when the first process
+            # exits non-zero, and rank 0 may not have printed yet.
+            time.sleep(1.0)
+        status = reason.status
+    end_process(status)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""The launcher's settings in Dask's config system, typed and checked, with their origin.
+
+Defaults live in ``launcher.yaml`` beside this module (as distributed and dask-jobqueue
+ship theirs); sites override them with the usual Dask config files and
+``DASK_LAUNCHER__*`` environment variables. The same validators check flags, so a value
+means the same thing wherever it is set.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.config
+import yaml
+from dask.utils import parse_bytes, parse_timedelta
+
+DEFAULTS_FILE = Path(__file__).with_name("launcher.yaml")
+with DEFAULTS_FILE.open() as _f:
+    PACKAGE_DEFAULTS: dict[str, Any] = yaml.safe_load(_f)
+dask.config.update_defaults(PACKAGE_DEFAULTS)
+
+LAYOUTS = ("compact", "dedicated")
+
+
+class ConfigError(ValueError):
+    """A setting with a value the launcher cannot use."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A value and where it came from, so ``--plan`` can explain every number."""
+
+    value: Any
+    source: str
+
+
+def positive_int(raw: Any) -> int:
+    if isinstance(raw, bool):
+        raise ConfigError(f"expected a whole number >= 1, got {raw!r}")
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        raise ConfigError(f"expected a whole number >= 1, got {raw!r}") from None
+    if value < 1:
+        raise ConfigError(f"expected a whole number >= 1, got {raw!r}")
+    return value
+
+
+def memory_bytes(raw: Any) -> int:
+    """Bytes from an int or a string such as ``"4GiB"``/``"500MB"`` (Dask's units)."""
+    if isinstance(raw, bool):
+        raise ConfigError(f"expected a memory size such as 4GiB or 500MB, got {raw!r}")
+    try:
+        value = int(raw) if isinstance(raw, int) else parse_bytes(str(raw).strip())
+    except Exception:  # dask raises ValueError or TypeError by input
+        raise ConfigError(f"expected a memory size such as 4GiB or 500MB, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"expected a memory size above zero, got {raw!r}")
+    return value
+
+
+def seconds(raw: Any) -> float:
+    """Seconds from a number or a Dask time string such as ``"30s"`` or ``"2min"``."""
+    if isinstance(raw, bool):
+        raise ConfigError(f"expected a duration such as 30 or 30s, got {raw!r}")
+    try:
+        value = float(parse_timedelta(raw, default="seconds"))
+    except Exception:  # dask raises ValueError, KeyError or AttributeError by input type
+        raise ConfigError(f"expected a duration such as 30 or 30s, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"expected a duration above zero, got {raw!r}")
+    return value
+
+
+def layout(raw: Any) -> str:
+    if raw not in LAYOUTS:
+        raise ConfigError(f"expected one of {', '.join(LAYOUTS)}, got {raw!r}")
+    return raw
+
+
+def text(raw: Any) -> str:
+    if not isinstance(raw, str) or not raw.strip():
+        raise ConfigError(f"expected a non-empty string, got {raw!r}")
+    return raw
+
+
+def boolean(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lower() in ("true", "yes", "1", "false", "no", "0"):
+        return raw.strip().lower() in ("true", "yes", "1")
+    raise ConfigError(f"expected true or false, got {raw!r}")
+
+
+#: Every key under ``launcher:`` with the check its value must pass (None is always
+#: allowed where the package default is None: it means "derive from the allocation").
+VALIDATORS: dict[str, Callable[[Any], Any]] = {
+    "layout": layout,
+    "nthreads": positive_int,
+    "memory-limit": memory_bytes,
+    "local-directory": text,
+    "interface": text,
+    "dashboard": boolean,
+    "dashboard-address": text,
+    "startup-timeout": seconds,
+    "shutdown-timeout": seconds,
+}
+
+
+def env_var_name(key: str) -> str:
+    return "DASK_LAUNCHER__" + key.upper().replace("-", "_")
+
+
+def _yaml_files() -> list[Path]:
+    files: list[Path] = []
+    for entry in dask.config.paths:
+        path = Path(entry)
+        if path.is_dir():
+            files.extend(sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml")))
+        elif path.is_file():
+            files.append(path)
+    return files
+
+
+def _file_defining(key: str) -> Path | None:
+    """The last Dask config file that sets ``launcher.<key>`` (the one that wins)."""
+    found = None
+    spellings = {key, key.replace("-", "_")}
+    for path in _yaml_files():
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        section = data.get("launcher") if isinstance(data, dict) else None
+        if isinstance(section, dict) and spellings & set(section):
+            found = path
+    return found
+
+
+def source_of(key: str) -> str:
+    """Human-readable origin of ``launcher.<key>``: env var, file, or package default."""
+    env = env_var_name(key)
+    if env in os.environ:
+        return f"env {env}"
+    path = _file_defining(key)
+    if path is not None:
+        return f"config {path}"
+    if dask.config.get(f"launcher.{key}") != PACKAGE_DEFAULTS["launcher"][key]:
+        return "dask config"
+    return "default"
+
+
+def read_settings() -> dict[str, Setting]:
+    """Every launcher setting from Dask's config, checked; errors name the key."""
+    unknown = set(dask.config.get("launcher", {})) - set(VALIDATORS)
+    unknown -= {k.replace("-", "_") for k in VALIDATORS}
+    if unknown:
+        key = sorted(unknown)[0]
+        raise ConfigError(
+            f"config key launcher.{key} is unknown; known keys: {', '.join(VALIDATORS)}"
+        )
+    settings = {}
+    for key, check in VALIDATORS.items():
+        raw = dask.config.get(f"launcher.{key}")
+        source = source_of(key)
+        if raw is None:
+            if PACKAGE_DEFAULTS["launcher"][key] is not None:
+                raise ConfigError(f"config key launcher.{key} ({source}) must not be null")
+            settings[key] = Setting(None, source)
+            continue
+        try:
+            settings[key] = Setting(check(raw), source)
+        except ConfigError as err:
+            raise ConfigError(f"config key launcher.{key} ({source}): {err}") from None
+    return settings

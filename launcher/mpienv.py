@@ -1,0 +1,100 @@
+"""Does the MPI world match what the process launcher started?
+
+When mpi4py's MPI library cannot talk to the launcher (mpi4py built against another
+MPI, or ``srun`` with the wrong ``--mpi`` plugin), every process comes up as rank 0 of
+a world of one and would start a cluster of its own. The launcher's environment
+variables still tell how many processes were meant to be one job; comparing the two
+catches the mistake before anything starts. Pure: reads only the mapping it is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+def _count(env: Mapping[str, str], name: str) -> int:
+    raw = env.get(name, "")
+    return int(raw) if raw.strip().isdigit() else 0
+
+
+def intended_rank(env: Mapping[str, str]) -> int:
+    """The rank a launcher gave this process, even when MPI did not pick it up."""
+    for name in ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID"):
+        if env.get(name, "").strip().isdigit():
+            return int(env[name])
+    return 0
+
+
+def library_name(mpi_library: str) -> str:
+    """First line of ``MPI_Get_library_version``, spaces folded: "MPICH Version: 5.0.2"."""
+    text = mpi_library.replace("\x00", "").strip()
+    return " ".join(text.splitlines()[0].split()).rstrip(",") if text else "unknown MPI"
+
+
+def diagnose_launcher(env: Mapping[str, str], mpi_library: str) -> str | None:
+    """Before MPI_Init: a launcher that this MPI library certainly cannot join.
+
+    Checked before initialising because some libraries abort inside MPI_Init with an
+    internal error stack (MPICH under Open MPI's mpirun: "unsupported PMI version
+    PMIx") that does not tell the user what to do.
+    """
+    library = library_name(mpi_library)
+    is_open_mpi = mpi_library.startswith("Open MPI")
+    is_mpich = not is_open_mpi and "MPICH" in mpi_library
+    if "OMPI_COMM_WORLD_SIZE" in env and not is_open_mpi:
+        return (
+            f"Open MPI's mpirun started this process, but mpi4py uses another MPI library "
+            f"({library}). Use the mpirun/mpiexec that belongs to mpi4py's MPI (the one in "
+            "the same environment), or install mpi4py built for Open MPI."
+        )
+    if "MPI_LOCALNRANKS" in env and "PMI_SIZE" in env and is_open_mpi:
+        return (
+            f"MPICH's mpiexec (hydra) started this process, but mpi4py uses {library}. "
+            "Use the mpirun that belongs to mpi4py's MPI (the one in the same environment)."
+        )
+    pmix_step = "SLURM_STEP_NUM_TASKS" in env and "PMIX_RANK" in env
+    if pmix_step and is_mpich and "pmix" not in mpi_library.lower():
+        return (
+            f"srun started this task with the PMIx plugin, but mpi4py's MPI ({library}) "
+            "was built without PMIx: use srun --mpi=pmi2 (or set SLURM_MPI_TYPE=pmi2)."
+        )
+    return None
+
+
+def diagnose_world(env: Mapping[str, str], mpi_size: int, mpi_library: str) -> str | None:
+    """After MPI_Init: a world of one that was meant to be several processes."""
+    if mpi_size != 1:
+        return None
+    library = library_name(mpi_library)
+    if _count(env, "OMPI_COMM_WORLD_SIZE") > 1:
+        n = _count(env, "OMPI_COMM_WORLD_SIZE")
+        return (
+            f"Open MPI's mpirun started {n} processes, but mpi4py uses another MPI "
+            f"library ({library}), so each process sees a world of 1 and would start its "
+            "own cluster. Use the mpirun/mpiexec that belongs to mpi4py's MPI (the one in "
+            "the same environment), or install mpi4py built for Open MPI."
+        )
+    step_tasks = _count(env, "SLURM_STEP_NUM_TASKS")
+    hydra = "MPI_LOCALNRANKS" in env
+    if step_tasks > 1 and not hydra:
+        return (
+            f"srun started {step_tasks} tasks, but mpi4py's MPI library ({library}) sees "
+            "each as a world of 1: srun's MPI plugin does not match that library. Open MPI "
+            "needs srun --mpi=pmix, MPICH and Intel MPI need --mpi=pmi2 (srun --mpi=list "
+            "shows what this Slurm offers); or set SLURM_MPI_TYPE in the jobscript."
+        )
+    if _count(env, "PMI_SIZE") > 1:
+        n = _count(env, "PMI_SIZE")
+        return (
+            f"an MPICH-style mpiexec started {n} processes, but mpi4py's MPI library "
+            f"({library}) cannot join them, so each sees a world of 1. Use the mpiexec "
+            "that belongs to mpi4py's MPI (the one in the same environment)."
+        )
+    if _count(env, "SLURM_NTASKS") > 1 and step_tasks == 0:
+        n = _count(env, "SLURM_NTASKS")
+        return (
+            f"this Slurm job has {n} tasks but the launcher runs as one process outside "
+            "srun; start it as 'srun python -m launcher ...' so every task joins the "
+            "cluster (or use --plan to see what that would do)."
+        )
+    return None

@@ -1,0 +1,284 @@
+"""Deciding, not doing: turn the job's facts into what every rank will run.
+
+``make_plan`` is pure. It takes the Slurm environment, the MPI world (size and the host
+of each rank), what each host looks like, the config and the flags, and returns a
+``Plan``: each rank's role, worker threads, memory and directory, the network
+interface, and for every value where it came from. ``--plan`` prints it; the runtime
+executes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from launcher.config import Setting
+from launcher.hostfacts import HostFacts
+from launcher.options import Options, Target
+from launcher.slurm import MIB, Allocation, read_allocation
+
+SCRATCH_VARS = ("LOCALSCRATCH", "SLURM_TMPDIR", "TMPDIR")
+
+
+class PlanError(ValueError):
+    """The job cannot run as asked; the message says what is wrong and what to do."""
+
+
+@dataclass(frozen=True)
+class RankPlan:
+    rank: int
+    host: str
+    roles: tuple[str, ...]
+    nthreads: int | None = None
+    memory_limit: int | None = None
+    local_directory: str | None = None
+
+    @property
+    def is_worker(self) -> bool:
+        return "worker" in self.roles
+
+
+@dataclass(frozen=True)
+class Plan:
+    mpi_size: int
+    layout: str
+    scheduler_rank: int
+    client_rank: int
+    ranks: tuple[RankPlan, ...]
+    interface: str | None
+    dashboard: bool
+    dashboard_address: str
+    startup_timeout: float
+    shutdown_timeout: float
+    run_directory: str
+    target: Target
+    summary_path: str | None
+    verbose: int
+    sources: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def workers(self) -> tuple[RankPlan, ...]:
+        return tuple(r for r in self.ranks if r.is_worker)
+
+    def for_rank(self, rank: int) -> RankPlan:
+        return self.ranks[rank]
+
+    def to_dict(self) -> dict[str, Any]:
+        workers = self.workers
+        memory = {w.memory_limit for w in workers}
+        settings = {
+            "layout": self.layout,
+            "nthreads": workers[0].nthreads if workers else None,
+            "memory_limit": memory.pop() if len(memory) == 1 else "per node, see ranks",
+            "local_directory": self.run_directory,
+            "interface": self.interface,
+            "dashboard": self.dashboard,
+            "dashboard_address": self.dashboard_address,
+            "startup_timeout": self.startup_timeout,
+            "shutdown_timeout": self.shutdown_timeout,
+        }
+        return {
+            "mpi_size": self.mpi_size,
+            "mpi_size_source": self.sources.get("mpi_size", "MPI"),
+            "layout": self.layout,
+            "scheduler_rank": self.scheduler_rank,
+            "client_rank": self.client_rank,
+            "workers": len(workers),
+            "settings": {
+                name: {"value": value, "source": self.sources.get(name, "default")}
+                for name, value in settings.items()
+            },
+            "ranks": [{k: v for k, v in vars(r).items() if v is not None} for r in self.ranks],
+            "target": self.target.to_dict(),
+            "summary": self.summary_path,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+@dataclass(frozen=True)
+class PlanInputs:
+    """Everything the plan depends on; nothing else is read while planning."""
+
+    env: Mapping[str, str]
+    rank_hosts: tuple[str, ...]
+    facts: Mapping[str, HostFacts]
+    settings: Mapping[str, Setting]
+    options: Options
+    run_id: str
+    mpi_size_source: str = "MPI"
+
+
+def _pick(flag: Any, flag_name: str, setting: Setting) -> tuple[Any, str] | None:
+    """A flag beats an explicitly configured value; None means "derive it"."""
+    if flag is not None:
+        return flag, f"flag {flag_name}"
+    if setting.value is not None:
+        return setting.value, setting.source
+    return None
+
+
+def _roles(size: int, layout: str) -> tuple[str, int, int, list[tuple[str, ...]]]:
+    if size == 1:
+        return "single-process", 0, 0, [("scheduler", "client", "worker")]
+    if layout == "dedicated":
+        return layout, 0, 1, [("scheduler",), ("client",)] + [("worker",)] * (size - 2)
+    return layout, 0, 0, [("scheduler", "client")] + [("worker",)] * (size - 1)
+
+
+def _check_layout(size: int, layout: str, source: str) -> None:
+    needed = {"dedicated": 3, "compact": 2}[layout]
+    if size == 1 and layout == "compact":
+        return
+    if size < needed:
+        roles = (
+            "a scheduler, a client and a worker"
+            if layout == "dedicated"
+            else ("a scheduler with the client, and a worker")
+        )
+        raise PlanError(
+            f"layout {layout} ({source}) needs at least {needed} MPI ranks ({roles}); "
+            f"this job has {size}. Start more ranks, or run one process without mpirun"
+            + (", or use --layout compact" if layout == "dedicated" else "")
+        )
+
+
+def _threads(inputs: PlanInputs, alloc: Allocation | None) -> tuple[int, str]:
+    picked = _pick(inputs.options.nthreads, "--nthreads", inputs.settings["nthreads"])
+    if picked:
+        return picked
+    if alloc and alloc.cpus_per_task:
+        return alloc.cpus_per_task, "env SLURM_CPUS_PER_TASK"
+    return 1, "default (no SLURM_CPUS_PER_TASK)"
+
+
+def _memory_rule(inputs: PlanInputs, alloc: Allocation | None):
+    """A function host -> bytes, and the source of the rule."""
+    picked = _pick(inputs.options.memory_limit, "--memory-limit", inputs.settings["memory-limit"])
+    if picked:
+        value, source = picked
+        return (lambda host: value), source
+    ranks_on = Counter(inputs.rank_hosts)
+    if alloc and alloc.mem_per_cpu_mib:
+        cpus = alloc.cpus_per_task or 1
+        per_task = alloc.mem_per_cpu_mib * cpus * MIB
+        return (lambda host: per_task), (
+            f"env SLURM_MEM_PER_CPU x cpus per task ({alloc.mem_per_cpu_mib} MiB x {cpus})"
+        )
+    if alloc and alloc.mem_per_node_mib:
+        per_node = alloc.mem_per_node_mib * MIB
+        return (lambda host: per_node // ranks_on[host]), (
+            f"env SLURM_MEM_PER_NODE / tasks on the node ({alloc.mem_per_node_mib} MiB / n)"
+        )
+    any_facts = next(iter(inputs.facts.values()))
+
+    def node_share(host: str) -> int:
+        return inputs.facts.get(host, any_facts).memory_bytes // ranks_on[host]
+
+    return node_share, "node memory / ranks on the node (no Slurm memory request)"
+
+
+def _local_base(inputs: PlanInputs) -> tuple[str, str]:
+    picked = _pick(
+        inputs.options.local_directory, "--local-directory", inputs.settings["local-directory"]
+    )
+    if picked:
+        return picked
+    for var in SCRATCH_VARS:
+        if inputs.env.get(var):
+            return inputs.env[var], f"env {var}"
+    return "/tmp", "default (no $LOCALSCRATCH, $SLURM_TMPDIR or $TMPDIR)"
+
+
+def _check_interface(name: str, source: str, inputs: PlanInputs) -> None:
+    for host in dict.fromkeys(inputs.rank_hosts):
+        facts = inputs.facts.get(host)
+        if facts is None:
+            continue
+        if name not in facts.interfaces:
+            raise PlanError(
+                f"network interface {name!r} ({source}) does not exist on {host}; "
+                f"interfaces there: {', '.join(sorted(facts.interfaces)) or 'none'}"
+            )
+        if not facts.interfaces[name]:
+            with_ip = sorted(n for n, a in facts.interfaces.items() if a)
+            raise PlanError(
+                f"network interface {name!r} ({source}) on {host} has no IPv4 address; "
+                f"interfaces with one: {', '.join(with_ip) or 'none'}"
+            )
+
+
+def make_plan(inputs: PlanInputs) -> Plan:
+    opts, settings = inputs.options, inputs.settings
+    size = len(inputs.rank_hosts)
+    sources: dict[str, str] = {"mpi_size": inputs.mpi_size_source}
+    alloc = read_allocation(inputs.env)
+
+    layout, layout_source = _pick(opts.layout, "--layout", settings["layout"]) or (
+        "compact",
+        "default",
+    )
+    _check_layout(size, layout, layout_source)
+    layout, scheduler_rank, client_rank, roles = _roles(size, layout)
+    sources["layout"] = layout_source
+
+    nthreads, sources["nthreads"] = _threads(inputs, alloc)
+    memory_for, sources["memory_limit"] = _memory_rule(inputs, alloc)
+    base, sources["local_directory"] = _local_base(inputs)
+    run_directory = os.path.join(base, f"dask-launcher-{inputs.run_id}")
+
+    picked = _pick(opts.interface, "--interface", settings["interface"])
+    interface, sources["interface"] = picked or (None, "default (distributed's choice)")
+    if interface:
+        _check_interface(interface, sources["interface"], inputs)
+
+    dashboard, sources["dashboard"] = _pick(opts.dashboard, "--no-dashboard", settings["dashboard"])
+    dashboard_address, sources["dashboard_address"] = _pick(
+        opts.dashboard_address, "--dashboard-address", settings["dashboard-address"]
+    )
+    startup_timeout, sources["startup_timeout"] = _pick(
+        opts.startup_timeout, "--startup-timeout", settings["startup-timeout"]
+    )
+    shutdown_timeout, sources["shutdown_timeout"] = (
+        settings["shutdown-timeout"].value,
+        settings["shutdown-timeout"].source,
+    )
+
+    ranks = []
+    for rank, (host, rank_roles) in enumerate(zip(inputs.rank_hosts, roles, strict=True)):
+        if "worker" in rank_roles:
+            ranks.append(
+                RankPlan(
+                    rank,
+                    host,
+                    rank_roles,
+                    nthreads,
+                    memory_for(host),
+                    os.path.join(run_directory, f"worker-{rank}"),
+                )
+            )
+        else:
+            ranks.append(RankPlan(rank, host, rank_roles))
+
+    return Plan(
+        mpi_size=size,
+        layout=layout,
+        scheduler_rank=scheduler_rank,
+        client_rank=client_rank,
+        ranks=tuple(ranks),
+        interface=interface,
+        dashboard=dashboard,
+        dashboard_address=dashboard_address,
+        startup_timeout=startup_timeout,
+        shutdown_timeout=shutdown_timeout,
+        run_directory=run_directory,
+        target=opts.target,
+        summary_path=opts.summary,
+        verbose=opts.verbose,
+        sources=sources,
+    )

@@ -1,0 +1,83 @@
+"""The Dask scheduler, served from a background thread of its rank.
+
+dask-mpi runs the scheduler in the rank's main thread and, on the client rank, the
+user's code in a side thread (``execute``), or relies on an ``atexit`` hook that calls
+``sys.exit`` (``initialize``). Here the main thread stays free: for the user's code
+(signals, ``if __name__ == "__main__"`` and libraries that want the main thread work as
+under plain ``python``), or to listen for the job's end. Keeping the ``Scheduler``
+object also lets the launcher close it last and quietly, after the workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import Future
+from typing import Any
+
+from distributed import Scheduler
+
+from launcher.plan import Plan
+
+
+class SchedulerService:
+    """Start with ``start()``; ``stop()`` closes the scheduler (and a co-hosted worker)."""
+
+    def __init__(self, plan: Plan, worker_options: dict[str, Any] | None = None) -> None:
+        self.plan = plan
+        self.worker_options = worker_options  # single-process mode: a worker in this loop
+        self.scheduler: Scheduler | None = None
+        self._ready: Future[str] = Future()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="launcher-scheduler", daemon=True)
+        self.error: BaseException | None = None
+
+    def start(self) -> str:
+        """The scheduler's address once it listens; raises what stopped it from starting."""
+        self._thread.start()
+        return self._ready.result(timeout=self.plan.startup_timeout)
+
+    @property
+    def dashboard_url(self) -> str | None:
+        if not (self.plan.dashboard and self.scheduler):
+            return None
+        port = self.scheduler.http_server.port if self.scheduler.http_server else None
+        return f"http://{self.scheduler.ip}:{port}/status" if port else None
+
+    def stop(self, timeout: float) -> bool:
+        """Close and wait up to ``timeout``; False if the thread is still running."""
+        if self._thread.is_alive() and self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as err:  # reported to the main thread, never lost
+            self.error = err
+            if not self._ready.done():
+                self._ready.set_exception(err)
+
+    async def _serve(self) -> None:
+        from launcher.worker import MPIWorker
+
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        plan = self.plan
+        async with Scheduler(
+            interface=plan.interface,
+            port=0,
+            dashboard=plan.dashboard,
+            dashboard_address=plan.dashboard_address,
+        ) as scheduler:
+            self.scheduler = scheduler
+            if self.worker_options is None:
+                self._ready.set_result(scheduler.address)
+                await self._stop.wait()
+            else:
+                async with MPIWorker(scheduler_ip=scheduler.address, **self.worker_options):
+                    self._ready.set_result(scheduler.address)
+                    await self._stop.wait()
+            await scheduler.close(reason="launcher: job finished")

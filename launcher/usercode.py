@@ -1,0 +1,92 @@
+"""Run the user's script or module as ``__main__``, the way ``python`` itself would.
+
+The exit status follows Python's own rules (0, 1 after an uncaught exception,
+``n`` for ``sys.exit(n)``) so that the job ends with what the script meant.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import runpy
+import sys
+import traceback
+from pathlib import Path
+
+from launcher.options import Target
+
+_INTERNAL_MODULES = {"runpy", __name__}
+
+
+def check_target(target: Target) -> str | None:
+    """Why the target cannot run (missing, or not valid Python), before any cluster starts.
+
+    A syntax error is reported with Python's own traceback format.
+    """
+    if target.kind == "script":
+        path = Path(target.name)
+        if not path.is_file():
+            return (
+                f"launcher: can't open file {str(path.absolute())!r}: no such file "
+                "(give the script's path relative to the working directory, or absolute)"
+            )
+        try:
+            compile(path.read_bytes(), str(path), "exec")
+        except (SyntaxError, ValueError) as err:
+            return "".join(traceback.format_exception_only(type(err), err)).rstrip()
+        return None
+    try:
+        spec = importlib.util.find_spec(target.name)
+    except (ImportError, ValueError) as err:
+        return f"launcher: error finding module {target.name!r}: {err}"
+    if spec is None:
+        return (
+            f"launcher: no module named {target.name!r} (is it installed in this "
+            f"Python, {sys.executable}?)"
+        )
+    return None
+
+
+def exit_status(exc: SystemExit) -> int:
+    """Python's rules for ``sys.exit(x)``: None → 0, int → itself, else print it and 1."""
+    code = exc.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    print(code, file=sys.stderr)
+    return 1
+
+
+def print_user_traceback(exc: BaseException) -> None:
+    """Print a traceback that starts in the user's code, not in the launcher."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_globals.get("__name__") in _INTERNAL_MODULES:
+        tb = tb.tb_next
+    traceback.print_exception(type(exc), exc, tb)
+    sys.stderr.flush()
+
+
+def run_target(target: Target) -> int:
+    """Run the target as ``__main__`` in this (the main) thread; return its exit status."""
+    saved_argv, saved_path = sys.argv[:], sys.path[:]
+    try:
+        if target.kind == "script":
+            sys.argv = [target.name, *target.argv]
+            sys.path.insert(0, os.path.dirname(os.path.abspath(target.name)))
+            runpy.run_path(target.name, run_name="__main__")
+        else:
+            sys.argv = [target.name, *target.argv]
+            runpy.run_module(target.name, run_name="__main__", alter_sys=True)
+    except SystemExit as exc:
+        return exit_status(exc)
+    except KeyboardInterrupt as exc:
+        print_user_traceback(exc)
+        return 130
+    except BaseException as exc:
+        print_user_traceback(exc)
+        return 1
+    finally:
+        sys.argv, sys.path[:] = saved_argv, saved_path
+        sys.stdout.flush()
+    return 0

@@ -1,0 +1,132 @@
+"""Shared helpers: run real processes with a timeout and prove none of them is left behind.
+
+Every command gets a unique token in its environment. Processes inherit it, so after
+the command returns, any process that still carries the token is one this test
+started and that outlived the job: it is reported, then killed by PID.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+MPIRUN = BIN / "mpirun"
+PYTHON = sys.executable
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(repr=False)
+class Result:
+    cmd: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+    leftovers: list[str] = field(default_factory=list)
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def __str__(self) -> str:
+        return (
+            f"$ {' '.join(self.cmd)}\nexit {self.returncode} after {self.seconds:.1f} s\n"
+            f"--- stdout ---\n{self.stdout}\n--- stderr ---\n{self.stderr}"
+        )
+
+    __repr__ = __str__  # pytest shows the repr of an assertion message
+
+
+def processes_with_token(token: str) -> dict[int, str]:
+    """PID -> command line of every process whose environment holds the token."""
+    needle = f"LAUNCHER_TEST_TOKEN={token}".encode()
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                found[int(entry.name)] = cmdline.strip()
+        except OSError:
+            continue
+    return found
+
+
+def _reap(token: str, grace: float) -> list[str]:
+    """Wait up to ``grace`` for token holders to go; kill the rest by PID."""
+    deadline = time.monotonic() + grace
+    left = processes_with_token(token)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = processes_with_token(token)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return [f"{pid}: {cmd}" for pid, cmd in left.items()]
+
+
+def run(
+    cmd: list[str],
+    *,
+    timeout: float = 120,
+    env: dict[str, str] | None = None,
+    cwd: Path | str | None = None,
+    grace: float = 5.0,
+) -> Result:
+    """Run ``cmd`` in its own session; on timeout kill it and fail the test."""
+    token = uuid.uuid4().hex
+    full_env = {**os.environ, **(env or {}), "LAUNCHER_TEST_TOKEN": token}
+    for key, value in list(full_env.items()):
+        if value is None:
+            del full_env[key]
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        [str(c) for c in cmd],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=full_env,
+        cwd=cwd,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        _reap(token, 0)
+        pytest.fail(
+            f"timed out after {timeout} s (a hang): {' '.join(map(str, cmd))}\n{out}\n{err}"
+        )
+    seconds = time.monotonic() - start
+    leftovers = _reap(token, grace)
+    return Result([str(c) for c in cmd], proc.returncode, out, err, seconds, leftovers)
+
+
+def launcher_cmd(*args: str, n: int | None = 4) -> list[str]:
+    """``mpirun -n N python -m launcher ARGS`` (no mpirun when n is None)."""
+    prefix = [] if n is None else [str(MPIRUN), "-n", str(n)]
+    return [*prefix, PYTHON, "-m", "launcher", *args]
+
+
+@pytest.fixture
+def script(tmp_path):
+    """Write a user script into the test's directory and return its path."""
+
+    def write(source: str, name: str = "user_script.py") -> Path:
+        path = tmp_path / name
+        path.write_text(source)
+        return path
+
+    return write

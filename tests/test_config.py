@@ -1,0 +1,108 @@
+"""Site defaults through Dask's config system: package YAML, config files, env vars, flags."""
+
+import json
+
+import dask
+import pytest
+
+from launcher.config import (
+    ConfigError,
+    memory_bytes,
+    positive_int,
+    read_settings,
+    seconds,
+)
+from tests.conftest import launcher_cmd, run
+
+
+def test_package_defaults_are_loaded_under_launcher():
+    assert dask.config.get("launcher.layout") == "compact"
+    assert dask.config.get("launcher.startup-timeout") == 30
+    settings = read_settings()
+    assert settings["layout"].value == "compact" and settings["layout"].source == "default"
+    assert settings["nthreads"].value is None
+
+
+def test_validators():
+    assert positive_int("3") == 3
+    assert memory_bytes("1GiB") == 1024**3 and memory_bytes(500) == 500
+    assert seconds("2m") == 120.0 and seconds(5) == 5.0
+    for check, bad in [
+        (positive_int, 0),
+        (positive_int, True),
+        (memory_bytes, "12XB"),
+        (memory_bytes, 0),
+        (seconds, "soon"),
+        (seconds, -1),
+    ]:
+        with pytest.raises(ConfigError):
+            check(bad)
+
+
+def test_a_malformed_value_names_the_key():
+    with (
+        dask.config.set({"launcher.nthreads": "abc"}),
+        pytest.raises(
+            ConfigError, match=r"config key launcher.nthreads \(dask config\): expected a whole"
+        ),
+    ):
+        read_settings()
+
+
+def test_an_unknown_key_is_reported():
+    with (
+        dask.config.set({"launcher.nthread": 4}),
+        pytest.raises(ConfigError, match=r"launcher\.nthread is unknown"),
+    ):
+        read_settings()
+
+
+def plan_json(env, *args):
+    result = run(launcher_cmd("--plan", *args, n=None), env=env, timeout=60)
+    assert result.returncode == 0, result
+    return json.loads(result.stdout)
+
+
+def test_env_var_and_config_file_and_flag_precedence(tmp_path):
+    (tmp_path / "site.yaml").write_text(
+        "launcher:\n  memory-limit: 3GiB\n  nthreads: 2\n  interface: lo\n"
+    )
+    env = {"DASK_CONFIG": str(tmp_path), "DASK_LAUNCHER__NTHREADS": "5"}
+    settings = plan_json(env)["settings"]
+    assert settings["memory_limit"] == {
+        "value": 3 * 1024**3,
+        "source": f"config {tmp_path / 'site.yaml'}",
+    }
+    assert settings["nthreads"] == {"value": 5, "source": "env DASK_LAUNCHER__NTHREADS"}
+    assert settings["interface"]["value"] == "lo"
+    flagged = plan_json(env, "--nthreads", "7")["settings"]["nthreads"]
+    assert flagged == {"value": 7, "source": "flag --nthreads"}
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"DASK_LAUNCHER__NTHREADS": "abc"},
+            "config key launcher.nthreads (env DASK_LAUNCHER__NTHREADS): expected a whole number",
+        ),
+        ({"DASK_LAUNCHER__MEMORY_LIMIT": "12XB"}, "config key launcher.memory-limit"),
+        ({"DASK_LAUNCHER__LAYOUT": "ring"}, "config key launcher.layout"),
+        (
+            {"DASK_LAUNCHER__DASHBOARD": "None"},
+            "launcher.dashboard (env DASK_LAUNCHER__DASHBOARD) must not be null",
+        ),
+    ],
+)
+def test_bad_config_is_one_clear_line(env, message):
+    result = run(launcher_cmd(n=None), env=env, timeout=60)
+    assert result.returncode == 2, result
+    assert message in result.stderr
+    assert result.stderr.count("launcher.") == 1 and "Traceback" not in result.stderr
+
+
+def test_bad_yaml_type_names_the_file(tmp_path):
+    (tmp_path / "x.yaml").write_text("launcher:\n  startup-timeout: [1, 2]\n")
+    result = run(launcher_cmd(n=None), env={"DASK_CONFIG": str(tmp_path)}, timeout=60)
+    assert result.returncode == 2, result
+    assert f"launcher.startup-timeout (config {tmp_path / 'x.yaml'})" in result.stderr

