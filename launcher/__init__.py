@@ -5,4 +5,7 @@ the ranks of the job become the Dask scheduler, client and workers, the script r
 ``__main__`` on the client rank, and the job ends with the script's exit status.
 """
 
+from launcher.interrupt import Interrupted
+
 __version__ = "0.1.0"
+__all__ = ["Interrupted", "__version__"]

@@ -106,6 +106,14 @@ def configure_logging(verbose: int) -> None:
     ours.propagate = False
     levels = {0: logging.ERROR, 1: logging.INFO}
     logging.getLogger("distributed").setLevel(levels.get(verbose, logging.DEBUG))
+    if verbose == 0:
+        logging.getLogger("asyncio").addFilter(_drop_interrupted_gather)
+
+
+def _drop_interrupted_gather(record: logging.LogRecord) -> bool:
+    """An interrupted ``compute()`` leaves distributed's gather task failed with its
+    internal AllExit, which asyncio reports as "Task exception was never retrieved"."""
+    return "AllExit" not in record.getMessage()
 
 
 def _plan_or_reason(
@@ -198,9 +206,14 @@ def run(argv: list[str], env: Mapping[str, str]) -> int:
     if options.plan:
         return stop(Stop(0, plan.to_json()))
 
-    from launcher.roles import Rank
+    if "client" in plan.for_rank(rank).roles:
+        from launcher.client_rank import ClientRank
 
-    status = Rank(plan, comm, started).run()
+        status = ClientRank(plan, comm, started).run()
+    else:
+        from launcher.serving import ServingRank
+
+        status = ServingRank(plan, comm).run()
     comm.flush()
     return status
 

@@ -9,17 +9,19 @@ Two fixes over calling mpi4py the way dask-mpi does:
   ``execute`` can use it as its ``comm``) but waits on a non-blocking barrier with
   sleeps, and gives up at a deadline instead of waiting for the walltime.
 * The job's outcome travels over MPI, not over the Dask comms that may be broken:
-  the client rank sends STOP with the exit status; other ranks report FAILED or DONE.
+  the client rank sends STOP with the exit status; other ranks report FAILED, DONE, or
+  INTERRUPT when a signal reaches them.
   A private duplicate communicator keeps these apart from any MPI the user code does.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
 
-STOP, FAILED, DONE = 11, 12, 13
+STOP, FAILED, DONE, INTERRUPT = 11, 12, 13, 14
 
 
 class StartupAborted(RuntimeError):
@@ -62,7 +64,7 @@ class SoloComm:
         return False
 
     def Abort(self, errorcode: int = 1) -> None:
-        raise SystemExit(errorcode)
+        os._exit(errorcode)
 
 
 class _Done:

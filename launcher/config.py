@@ -109,6 +109,7 @@ VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "dashboard-address": text,
     "startup-timeout": seconds,
     "shutdown-timeout": seconds,
+    "interrupt-grace": seconds,
 }
 
 

@@ -54,6 +54,7 @@ class Plan:
     dashboard_address: str
     startup_timeout: float
     shutdown_timeout: float
+    interrupt_grace: float
     run_directory: str
     target: Target
     summary_path: str | None
@@ -80,6 +81,7 @@ class Plan:
             "dashboard_address": self.dashboard_address,
             "startup_timeout": self.startup_timeout,
             "shutdown_timeout": self.shutdown_timeout,
+            "interrupt_grace": self.interrupt_grace,
         }
         return {
             "mpi_size": self.mpi_size,
@@ -248,6 +250,10 @@ def make_plan(inputs: PlanInputs) -> Plan:
         settings["shutdown-timeout"].value,
         settings["shutdown-timeout"].source,
     )
+    interrupt_grace, sources["interrupt_grace"] = (
+        settings["interrupt-grace"].value,
+        settings["interrupt-grace"].source,
+    )
 
     ranks = []
     for rank, (host, rank_roles) in enumerate(zip(inputs.rank_hosts, roles, strict=True)):
@@ -276,6 +282,7 @@ def make_plan(inputs: PlanInputs) -> Plan:
         dashboard_address=dashboard_address,
         startup_timeout=startup_timeout,
         shutdown_timeout=shutdown_timeout,
+        interrupt_grace=interrupt_grace,
         run_directory=run_directory,
         target=opts.target,
         summary_path=opts.summary,

@@ -13,9 +13,12 @@ import sys
 import traceback
 from pathlib import Path
 
+from launcher import interrupt
+from launcher.interrupt import Interrupted, exit_status_for
 from launcher.options import Target
 
-_INTERNAL_MODULES = {"runpy", __name__}
+#: Frames of these files are the launcher's, not the user's, in a traceback.
+_INTERNAL_FILES = {"<frozen runpy>", runpy.__file__, __file__, interrupt.__file__}
 
 
 def check_target(target: Target) -> str | None:
@@ -59,12 +62,12 @@ def exit_status(exc: SystemExit) -> int:
 
 
 def print_user_traceback(exc: BaseException) -> None:
-    """Print a traceback that starts in the user's code, not in the launcher."""
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_globals.get("__name__") in _INTERNAL_MODULES:
-        tb = tb.tb_next
-    traceback.print_exception(type(exc), exc, tb)
-    sys.stderr.flush()
+    """Print the traceback the user would see under plain ``python``: no launcher frames."""
+    report = traceback.TracebackException.from_exception(exc)
+    report.stack = traceback.StackSummary.from_list(
+        [frame for frame in report.stack if frame.filename not in _INTERNAL_FILES]
+    )
+    print("".join(report.format()), end="", file=sys.stderr, flush=True)
 
 
 def run_target(target: Target) -> int:
@@ -80,6 +83,9 @@ def run_target(target: Target) -> int:
             runpy.run_module(target.name, run_name="__main__", alter_sys=True)
     except SystemExit as exc:
         return exit_status(exc)
+    except Interrupted as exc:
+        print_user_traceback(exc)
+        return exit_status_for(exc.signum)
     except KeyboardInterrupt as exc:
         print_user_traceback(exc)
         return 130

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -76,42 +77,94 @@ def _reap(token: str, grace: float) -> list[str]:
     return [f"{pid}: {cmd}" for pid, cmd in left.items()]
 
 
+class Started:
+    """A command running in its own session, with its output collected as it comes."""
+
+    def __init__(self, cmd: list, env: dict[str, str] | None, cwd: Path | str | None) -> None:
+        self.token = uuid.uuid4().hex
+        full_env = {**os.environ, **(env or {}), "LAUNCHER_TEST_TOKEN": self.token}
+        self.cmd = [str(c) for c in cmd]
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(
+            self.cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=full_env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        self._readers = [
+            threading.Thread(target=self._drain, args=(self.proc.stdout, self.stdout), daemon=True),
+            threading.Thread(target=self._drain, args=(self.proc.stderr, self.stderr), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    @staticmethod
+    def _drain(stream, lines: list[str]) -> None:
+        for line in stream:
+            lines.append(line)
+
+    def wait_for_line(self, prefix: str, timeout: float = 60) -> str:
+        """The first stdout line starting with ``prefix``; fails the test on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.stdout):
+                if line.startswith(prefix):
+                    return line
+            if self.proc.poll() is not None and not any(r.is_alive() for r in self._readers):
+                break
+            time.sleep(0.05)
+        result = self.finish(timeout=5)
+        pytest.fail(f"no line starting with {prefix!r} within {timeout} s\n{result}")
+
+    def finish(self, timeout: float = 120, grace: float = 5.0) -> Result:
+        """Wait for the command to end; on timeout kill it and fail the test (a hang)."""
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            _reap(self.token, 0)
+            for reader in self._readers:
+                reader.join(5)
+            pytest.fail(
+                f"timed out after {timeout} s (a hang): {' '.join(self.cmd)}\n"
+                f"{''.join(self.stdout)}\n{''.join(self.stderr)}"
+            )
+        seconds = time.monotonic() - self.started
+        for reader in self._readers:
+            reader.join(5)
+        leftovers = _reap(self.token, grace)
+        return Result(
+            self.cmd,
+            self.proc.returncode,
+            "".join(self.stdout),
+            "".join(self.stderr),
+            seconds,
+            leftovers,
+        )
+
+
+def start(
+    cmd: list, *, env: dict[str, str] | None = None, cwd: Path | str | None = None
+) -> Started:
+    return Started(cmd, env, cwd)
+
+
 def run(
-    cmd: list[str],
+    cmd: list,
     *,
     timeout: float = 120,
     env: dict[str, str] | None = None,
     cwd: Path | str | None = None,
     grace: float = 5.0,
 ) -> Result:
-    """Run ``cmd`` in its own session; on timeout kill it and fail the test."""
-    token = uuid.uuid4().hex
-    full_env = {**os.environ, **(env or {}), "LAUNCHER_TEST_TOKEN": token}
-    for key, value in list(full_env.items()):
-        if value is None:
-            del full_env[key]
-    start = time.monotonic()
-    proc = subprocess.Popen(
-        [str(c) for c in cmd],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=full_env,
-        cwd=cwd,
-        start_new_session=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        _reap(token, 0)
-        pytest.fail(
-            f"timed out after {timeout} s (a hang): {' '.join(map(str, cmd))}\n{out}\n{err}"
-        )
-    seconds = time.monotonic() - start
-    leftovers = _reap(token, grace)
-    return Result([str(c) for c in cmd], proc.returncode, out, err, seconds, leftovers)
+    """Run ``cmd`` to the end; every process it started must be gone afterwards."""
+    return start(cmd, env=env, cwd=cwd).finish(timeout=timeout, grace=grace)
 
 
 def launcher_cmd(*args: str, n: int | None = 4) -> list[str]:

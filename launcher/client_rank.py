@@ -1,0 +1,214 @@
+"""The rank that runs the user's code; it decides when and how the whole job ends.
+
+What it adds to dask-mpi's client rank: the user's code runs in the main thread and
+only once every worker has joined (dask-mpi starts it at once, and ``execute`` runs it
+in a side thread and hangs until the walltime if it raises); its outcome becomes every
+rank's exit status; signals reach it from any rank; and the end is ordered (workers,
+then clients, then the scheduler) so that nothing prints CommClosedError tracebacks
+(dask-mpi #94, distributed #7192) and no rank is left retrying (dask-mpi #58, #87).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+
+from distributed import Client
+
+from launcher.comm import DONE, FAILED, STOP, PatientComm, StartupAborted
+from launcher.interrupt import ClientInterrupts, Interrupted, exit_status_for
+from launcher.plan import Plan
+from launcher.protocol import final_barrier, prepare_directory, remove_directory, share_address
+from launcher.scheduler import SchedulerService
+from launcher.serving import describe, worker_options
+from launcher.summary import Summary
+from launcher.usercode import run_target
+
+log = logging.getLogger("launcher")
+
+
+class ClusterError(RuntimeError):
+    """The cluster could not start; the message is meant for the user as is."""
+
+
+class ClientRank:
+    def __init__(self, plan: Plan, comm: PatientComm, started: float) -> None:
+        self.plan = plan
+        self.comm = comm
+        self.me = plan.for_rank(comm.rank)
+        self.started = started
+        self.service: SchedulerService | None = None
+        self.client: Client | None = None
+        self.interrupts = ClientInterrupts(comm, plan.interrupt_grace, self.overdue)
+        self._ending = threading.Lock()
+        workers = plan.workers
+        self.summary = Summary(
+            mpi_size=plan.mpi_size,
+            layout=plan.layout,
+            workers=len(workers),
+            threads_per_worker=workers[0].nthreads if workers else None,
+            memory_limit_bytes=min(w.memory_limit or 0 for w in workers) if workers else None,
+            target=plan.target.to_dict(),
+            worker_hosts=[w.host for w in workers],
+        )
+
+    def run(self) -> int:
+        self.interrupts.install()
+        self.interrupts.raising = True
+        try:
+            try:
+                self.start_cluster()
+            except Interrupted:
+                raise
+            except Exception as err:
+                self.summary.error = str(err) if isinstance(err, ClusterError) else describe(err)
+                print(f"launcher: {self.summary.error}", file=sys.stderr, flush=True)
+                self.interrupts.raising = False
+                return self.end(1, ran=False)
+            ready = time.monotonic()
+            self.summary.startup_seconds = round(time.time() - self.started, 3)
+            try:
+                code = run_target(self.plan.target)
+            finally:
+                self.interrupts.raising = False
+                self.summary.run_seconds = round(time.monotonic() - ready, 3)
+        except Interrupted as err:
+            self.interrupts.raising = False
+            code = exit_status_for(err.signum)
+        return self.end(code, ran=self.summary.run_seconds is not None)
+
+    def start_cluster(self) -> None:
+        plan = self.plan
+        if "scheduler" in self.me.roles:
+            options = None
+            if "worker" in self.me.roles:  # one process: the worker shares the loop
+                prepare_directory(self.me)
+                options = {
+                    **worker_options(plan, lambda: False),
+                    "nthreads": self.me.nthreads,
+                    "memory_limit": self.me.memory_limit,
+                    "local_directory": self.me.local_directory,
+                    "interface": plan.interface,
+                    "name": self.me.rank,
+                }
+            self.service = SchedulerService(plan, options)
+            try:
+                address = self.service.start()
+            except Exception as err:
+                share_address(self.comm, plan, failure=f"scheduler: {describe(err)}")
+                raise ClusterError(f"the scheduler did not start: {describe(err)}") from err
+            share_address(self.comm, plan, address=address)
+            self.summary.dashboard_url = self.service.dashboard_url
+        else:
+            try:
+                address = share_address(self.comm, plan)
+            except StartupAborted as err:
+                raise ClusterError(str(err)) from None
+        self.summary.scheduler_address = address
+        self.client = Client(address)
+        if self.summary.dashboard_url is None and plan.dashboard:
+            self.summary.dashboard_url = self.client.dashboard_link
+        self.wait_for_workers()
+
+    def wait_for_workers(self) -> None:
+        """Start user code only when every worker rank has joined, or fail clearly."""
+        assert self.client is not None
+        expected = len(self.plan.workers)
+        deadline = time.monotonic() + self.plan.startup_timeout
+        while True:
+            failed = self.comm.poll(FAILED)
+            if failed is not None:
+                raise ClusterError(failed[1])
+            try:
+                self.client.wait_for_workers(expected, timeout=0.2)
+                return
+            except TimeoutError:
+                pass
+            if time.monotonic() > deadline:
+                joined = {w["name"] for w in self.client.scheduler_info()["workers"].values()}
+                missing = [w for w in self.plan.workers if w.rank not in joined]
+                names = ", ".join(f"rank {w.rank} on {w.host}" for w in missing)
+                raise ClusterError(
+                    f"{len(missing)} of {expected} workers did not join the scheduler at "
+                    f"{self.summary.scheduler_address} within {self.plan.startup_timeout:.0f} s"
+                    f" (missing: {names}); check --interface "
+                    f"({self.plan.interface or 'not set'}) and that the nodes can reach "
+                    "each other"
+                )
+
+    def end(self, code: int, *, ran: bool, error: str | None = None) -> int:
+        """Close everything in an order that produces no errors, then report."""
+        if not self._ending.acquire(blocking=False):
+            # The grace timer is already ending the job from its thread and will exit
+            # the process; this thread has nothing left to do.
+            while True:
+                time.sleep(60)
+        self.interrupts.ending = True
+        self.interrupts.stop_watching()
+        plan = self.plan
+        ending = time.monotonic()
+        if self.interrupts.signum is not None:
+            code = code or exit_status_for(self.interrupts.signum)
+            self.summary.status = "interrupted"
+            self.summary.error = error or str(
+                Interrupted(self.interrupts.signum, self.interrupts.where)
+            )
+        else:
+            self.summary.status = "ok" if code == 0 else "failed"
+        self.summary.exit_code = code
+        others = [r.rank for r in plan.ranks if r.rank != self.me.rank]
+        workers = [r for r in others if plan.for_rank(r).is_worker]
+        schedulers = [r for r in others if r not in workers]
+        late = self._stop_ranks(workers, code)
+        for client in list(Client._instances):  # the user's clients too: no reconnect noise
+            client.close(timeout=2)
+        if self.service is not None and not self.service.stop(plan.shutdown_timeout):
+            late.append(self.me.rank)
+        late += self._stop_ranks(schedulers, code)
+        if "worker" in self.me.roles:
+            remove_directory(self.me)
+        if ran:
+            self.summary.shutdown_seconds = round(time.monotonic() - ending, 3)
+        if late:
+            self.summary.error = f"ranks {late} did not close within the shutdown timeout"
+        self.summary.report(plan.summary_path)
+        if late:
+            self.comm.abort(code or 1)  # ends the stuck ranks; no walltime waits for them
+        final_barrier(self.comm, plan)
+        return code
+
+    def overdue(self) -> None:
+        """The user's code ignored the interrupt past the grace period: end the job
+        from this (timer) thread, since the main thread is stuck in user code."""
+        from launcher.bootstrap import end_process
+
+        assert self.interrupts.signum is not None
+        self.interrupts.raising = False
+        error = (
+            f"your code did not stop within {self.plan.interrupt_grace:.0f} s of "
+            f"{Interrupted(self.interrupts.signum, self.interrupts.where)}; job ended"
+        )
+        log.error("%s", error)
+        code = self.end(exit_status_for(self.interrupts.signum), ran=True, error=error)
+        self.comm.flush()
+        end_process(code)
+
+    def _stop_ranks(self, ranks: list[int], code: int) -> list[int]:
+        """Send STOP and wait for DONE; the ranks that did not answer in time."""
+        for rank in ranks:
+            self.comm.send(code, rank, STOP)
+        waiting = set(ranks)
+        deadline = time.monotonic() + self.plan.shutdown_timeout
+        while waiting and time.monotonic() < deadline:
+            message = self.comm.poll(DONE)
+            if message is None:
+                failed = self.comm.poll(FAILED)
+                if failed is not None:
+                    log.warning("%s", failed[1])
+                    continue
+                time.sleep(0.002)
+                continue
+            waiting.discard(message[0])
+        return sorted(waiting)

@@ -1,0 +1,108 @@
+"""How the ranks of one job agree on the start and the end, over MPI.
+
+Start: dask-mpi's protocol. The scheduler rank broadcasts its address and everyone
+meets at a barrier; the address goes into Dask's config, so a bare ``Client()``
+connects. End: the client rank sends STOP with the job's exit status, every other
+rank closes what it runs, answers DONE, and all meet at a last barrier before they
+exit together. Nothing in this depends on Dask's own comms being healthy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import time
+
+import dask
+
+from launcher.comm import STOP, Aborted, MPITimeout, PatientComm
+from launcher.interrupt import RankInterrupts, exit_status_for
+from launcher.plan import Plan, RankPlan
+
+log = logging.getLogger("launcher")
+
+
+def share_address(
+    comm: PatientComm, plan: Plan, *, address: str | None = None, failure: str | None = None
+) -> str | None:
+    """The scheduler rank broadcasts, then all meet (dask-mpi's order of calls).
+
+    A failed scheduler broadcasts ``Aborted`` instead, which the other ranks raise as
+    StartupAborted (and then skip the barrier), so nobody waits for an address.
+    """
+    if failure:
+        comm.bcast(Aborted(failure), root=plan.scheduler_rank)
+        return None
+    value = comm.bcast(address, root=plan.scheduler_rank)
+    comm.Barrier()
+    dask.config.set(scheduler_address=value)
+    return value
+
+
+def final_barrier(comm: PatientComm, plan: Plan) -> None:
+    """No rank exits before the client rank has written the summary: some launchers
+    (MPICH's hydra, srun --kill-on-bad-exit) kill the others when one exits non-zero."""
+    try:
+        comm.wait(comm.comm.Ibarrier(), "end of the job", timeout=plan.shutdown_timeout + 10)
+    except MPITimeout as err:
+        log.error("%s; ending the job", err)
+        comm.abort(1)
+
+
+class StopListener:
+    """Has the client rank sent STOP yet? Remembers the job's exit status when it has.
+
+    After a signal, a rank waits only so long for the client rank to end the job; then
+    it ends itself (``abandoned``), so a dead client rank cannot keep it until the
+    walltime.
+    """
+
+    def __init__(
+        self, comm: PatientComm, client_rank: int, interrupts: RankInterrupts | None = None
+    ) -> None:
+        self.comm = comm
+        self.client_rank = client_rank
+        self.interrupts = interrupts
+        self.exit_code: int | None = None
+        self.abandoned = False
+
+    def check(self) -> bool:
+        if self.exit_code is None:
+            message = self.comm.poll(STOP, source=self.client_rank)
+            if message is not None:
+                self.exit_code = int(message[1])
+            elif self.interrupts is not None and self.interrupts.overdue():
+                assert self.interrupts.signum is not None
+                log.error(
+                    "rank %d: the client rank did not end the job after %s; leaving",
+                    self.comm.rank,
+                    self.interrupts.signum,
+                )
+                self.exit_code = exit_status_for(self.interrupts.signum)
+                self.abandoned = True
+        return self.exit_code is not None
+
+    def wait(self) -> int:
+        """Block (sleeping) until STOP arrives or the wait is abandoned."""
+        while not self.check():
+            time.sleep(0.02)
+        assert self.exit_code is not None
+        return self.exit_code
+
+
+def prepare_directory(me: RankPlan) -> None:
+    """Worker spill directory, private to the user (mode 0700)."""
+    if me.local_directory:
+        os.makedirs(os.path.dirname(me.local_directory), mode=0o700, exist_ok=True)
+        os.makedirs(me.local_directory, mode=0o700, exist_ok=True)
+
+
+def remove_directory(me: RankPlan) -> None:
+    """Remove this rank's directory, and the job's directory once it is empty."""
+    if me.local_directory:
+        shutil.rmtree(me.local_directory, ignore_errors=True)
+        # Another rank on this node may still use it; the last one removes it.
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.dirname(me.local_directory))

@@ -1,0 +1,84 @@
+"""Walltime warnings and cancels under a real mpirun: SIGTERM or SIGUSR1 to any process
+of the job ends the whole job within seconds, the user's code sees launcher.Interrupted,
+the summary says "interrupted", and nothing is left running."""
+
+import json
+import os
+import signal
+
+import pytest
+
+from tests.conftest import launcher_cmd, start
+
+SLEEPY = """
+import os, sys, time, dask, launcher
+from distributed import get_client
+client = get_client()
+scheduler = client.run_on_scheduler(os.getpid)
+print("PIDS", os.getpid(), scheduler, *sorted(client.run(os.getpid).values()), flush=True)
+try:
+    dask.delayed(time.sleep)(120).compute()
+except launcher.Interrupted as interrupted:
+    print("INTERRUPTED", interrupted, flush=True)
+    MODE
+"""
+
+
+def start_sleepy(script, tmp_path, mode="raise", *args):
+    path = script(SLEEPY.replace("MODE", mode))
+    summary = tmp_path / "summary.json"
+    job = start(launcher_cmd("--summary", str(summary), *args, str(path)))
+    pids = [int(p) for p in job.wait_for_line("PIDS").split()[1:]]
+    return job, pids, summary
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
+@pytest.mark.parametrize("target", ["mpirun", "client rank", "a worker rank"])
+def test_a_signal_anywhere_ends_the_job(script, tmp_path, signum, target):
+    job, pids, summary = start_sleepy(script, tmp_path)
+    pid = {"mpirun": job.proc.pid, "client rank": pids[0], "a worker rank": pids[3]}[target]
+    os.kill(pid, signum)
+    result = job.finish(timeout=15)
+    assert result.returncode == 128 + signum, result
+    assert not result.leftovers, result
+    assert f"INTERRUPTED {signal.Signals(signum).name} received" in result.stdout
+    data = json.loads(summary.read_text())
+    assert data["status"] == "interrupted" and data["exit_code"] == 128 + signum
+    assert result.stderr.count("Traceback (most recent call last)") == 1
+    assert "AllExit" not in result.stderr and "CommClosedError" not in result.stderr
+
+
+def test_the_dedicated_scheduler_rank_forwards_too(script, tmp_path):
+    job, pids, _ = start_sleepy(script, tmp_path, "raise", "--layout", "dedicated")
+    client, scheduler = pids[0], pids[1]
+    assert client != scheduler
+    os.kill(scheduler, signal.SIGTERM)
+    result = job.finish(timeout=15)
+    assert result.returncode == 143 and not result.leftovers, result
+    assert "SIGTERM received (on rank 0)" in result.stdout
+
+
+def test_user_code_can_checkpoint_on_the_cluster_before_the_end(script, tmp_path):
+    checkpoint = tmp_path / "checkpoint.txt"
+    mode = (
+        f"total = dask.delayed(sum)([1, 2, 3]).compute()\n"
+        f"    open({str(checkpoint)!r}, 'w').write(str(total))\n"
+        f"    sys.exit(0)"
+    )
+    job, pids, summary = start_sleepy(script, tmp_path, mode)
+    os.kill(pids[2], signal.SIGUSR1)
+    result = job.finish(timeout=15)
+    assert checkpoint.read_text() == "6", result
+    # The job was interrupted, so it does not report success even though the code exited 0.
+    assert result.returncode == 138 and not result.leftovers, result
+    assert json.loads(summary.read_text())["status"] == "interrupted"
+
+
+def test_code_that_ignores_the_interrupt_is_ended_after_the_grace(script, tmp_path):
+    job, _, summary = start_sleepy(script, tmp_path, "time.sleep(120)")
+    os.kill(job.proc.pid, signal.SIGTERM)
+    result = job.finish(timeout=20)
+    assert result.returncode == 143 and not result.leftovers, result
+    assert result.seconds < 15
+    data = json.loads(summary.read_text())
+    assert data["status"] == "interrupted" and "did not stop within 5 s" in data["error"]
