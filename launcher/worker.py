@@ -10,6 +10,7 @@ not depend on the Dask comms being healthy. dask-mpi's ``execute`` passes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 
 from distributed import Worker
@@ -24,13 +25,27 @@ class MPIWorker(Worker):
     def __init__(self, *args, stop_check: Callable[[], bool], **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._stop_check = stop_check
+        self._beat: asyncio.Future | None = None
+        self._closing: asyncio.Task | None = None
         self.periodic_callbacks["launcher-stop"] = PeriodicCallback(self._poll_stop, STOP_POLL_MS)
+
+    async def heartbeat(self) -> None:
+        self._beat = asyncio.ensure_future(super().heartbeat())
+        await self._beat
 
     def _poll_stop(self) -> None:
         if self.status.name in ("running", "paused") and self._stop_check():
             self.periodic_callbacks["launcher-stop"].stop()
-            # executor_wait=False: a task still running in a thread cannot be
-            # interrupted; the rank exits right after, so do not wait for it.
-            self._closing = asyncio.ensure_future(
-                self.close(reason="launcher: job finished", executor_wait=False, timeout=5)
-            )
+            self._closing = asyncio.ensure_future(self._stop())
+
+    async def _stop(self) -> None:
+        # Worker.close closes the connection pool under a heartbeat still in flight,
+        # which then logs a CommClosedError traceback (part of distributed #7192): let
+        # the last heartbeat finish first.
+        self.periodic_callbacks["heartbeat"].stop()
+        if self._beat is not None and not self._beat.done():
+            with contextlib.suppress(Exception):  # its own errors are logged by distributed
+                await asyncio.wait_for(asyncio.shield(self._beat), timeout=2)
+        # executor_wait=False: a task still running in a thread cannot be interrupted,
+        # and the rank exits right after, so do not wait for it.
+        await self.close(reason="launcher: job finished", executor_wait=False, timeout=5)

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.slurm import MiniSlurm, cannot_run_reason
+
 BIN = Path(sys.executable).parent
 MPIRUN = BIN / "mpirun"
 PYTHON = sys.executable
@@ -183,3 +185,31 @@ def script(tmp_path):
         return path
 
     return write
+
+
+def _cluster(variable: str, *up_args: str):
+    """A shared minislurm: the one .ci/run brought up (state dir in ``variable``) or a
+    fresh one for this test session."""
+    reason = cannot_run_reason(netns=True)
+    if reason:
+        pytest.skip(reason)
+    if os.environ.get(variable):
+        yield MiniSlurm(os.environ[variable])
+        return
+    cluster = MiniSlurm.fresh(*up_args)
+    try:
+        yield cluster
+    finally:
+        cluster.discard()
+
+
+@pytest.fixture(scope="session")
+def slurm_one():
+    """One node claiming 8 CPUs, in a network namespace with an ``ib0`` like Saga's."""
+    yield from _cluster("LAUNCHER_TEST_SLURM1", "--netns", "--cpus", "8")
+
+
+@pytest.fixture(scope="session")
+def slurm_three():
+    """Three nodes, each in its own network namespace with its own ``ib0`` address."""
+    yield from _cluster("LAUNCHER_TEST_SLURM3", "--nodes", "3")

@@ -1,0 +1,262 @@
+"""The real jobscripts, submitted with sbatch to a real Slurm (tools/minislurm).
+
+What a user does on Saga, Betzy or Olivia, on one node and on three: outputs, exit
+codes, summaries, sizing read from the allocation, walltime and scancel, the wrong
+``--mpi`` plugin. Jobs run the test's own Python environment (LAUNCHER_VENV) and the
+MPI plugin that matches MPICH from PyPI (SLURM_MPI_TYPE=pmi2), as a user would set.
+"""
+
+import json
+import re
+import sys
+import uuid
+
+import pytest
+
+from tests.conftest import REPO, processes_with_token
+from tests.slurm import MiniSlurm
+
+JOBSCRIPTS = REPO / "jobscripts"
+MIB = 1024**2
+NOISE = re.compile(r"CommClosedError|StreamClosedError|Traceback|distributed\.\w+ - ")
+
+
+class Submitter:
+    """Submit a jobscript with the test environment, and check nothing outlives the job."""
+
+    def __init__(self, cluster: MiniSlurm, tmp_path) -> None:
+        self.cluster = cluster
+        self.workdir = tmp_path
+        self.token = uuid.uuid4().hex
+        self.env = {
+            "LAUNCHER_VENV": sys.prefix,
+            "SLURM_MPI_TYPE": "pmi2",
+            "LAUNCHER_TEST_TOKEN": self.token,
+        }
+
+    def submit(self, *options, jobscript="saga.sh", args=(), env=None):
+        """sbatch [options] jobscripts/JOBSCRIPT [args]; tasks are small by default (1 CPU,
+        500 MB) so that several fit the test Slurm, and ``options`` override that."""
+        small = ["--cpus-per-task=1"]
+        if not any(o.startswith("--mem") for o in options):
+            small.append("--mem-per-cpu=500M")
+        return self.cluster.submit(
+            *small,
+            *options,
+            str(jobscript if "/" in str(jobscript) else JOBSCRIPTS / jobscript),
+            *args,
+            workdir=self.workdir,
+            env={**self.env, **(env or {})},
+        )
+
+    def finish(self, job, timeout=90):
+        self.cluster.wait(job, timeout)
+        left = processes_with_token(self.token)
+        assert not left, f"processes of job {job.id} outlived it: {left}\n{job.text}"
+        return self.cluster.accounting(job)
+
+    def summary(self, job) -> dict:
+        return json.loads((self.workdir / f"dask-summary-{job.id}.json").read_text())
+
+    def script(self, name, source):
+        path = self.workdir / name
+        path.write_text(source)
+        return str(path)
+
+
+@pytest.fixture
+def one(slurm_one, tmp_path):
+    return Submitter(slurm_one, tmp_path)
+
+
+@pytest.fixture
+def three(slurm_three, tmp_path):
+    return Submitter(slurm_three, tmp_path)
+
+
+def test_saga_demo_sized_from_the_allocation(one):
+    job = one.submit("--ntasks=4", "--cpus-per-task=2", "--mem-per-cpu=500M")
+    assert one.finish(job) == ("COMPLETED", "0:0"), job.text
+    assert "and the final result is: 20" in job.text
+    assert not NOISE.search(job.text), job.text
+    summary = one.summary(job)
+    assert summary["status"] == "ok" and summary["exit_code"] == 0
+    assert (summary["mpi_size"], summary["workers"]) == (4, 3)
+    assert summary["threads_per_worker"] == 2
+    assert summary["memory_limit_bytes"] == 2 * 500 * MIB
+    # saga.sh asks for ib0: the scheduler listens on the node's ib0 address.
+    assert summary["scheduler_address"].startswith("tcp://10.42.0."), summary
+
+
+@pytest.mark.parametrize("jobscript", ["betzy.sh", "olivia.sh"])
+def test_the_other_sites_jobscripts_run_the_demo(one, jobscript):
+    # The test Slurm has one node and one partition (Olivia's script names "small").
+    job = one.submit(
+        "--partition=normal", "--nodes=1", "--ntasks=3", "--ntasks-per-node=3", jobscript=jobscript
+    )
+    assert one.finish(job) == ("COMPLETED", "0:0"), job.text
+    assert "and the final result is: 20" in job.text
+    assert one.summary(job)["workers"] == 2
+
+
+def test_plan_inside_a_real_job_with_mem_per_node(one):
+    job = one.submit(
+        "--nodes=1",
+        "--ntasks-per-node=3",
+        "--cpus-per-task=2",
+        "--mem=3G",
+        jobscript="betzy.sh",
+        args=["--plan"],
+    )
+    assert one.finish(job) == ("COMPLETED", "0:0"), job.text
+    plan = json.loads(job.text[job.text.index("{") : job.text.rindex("}") + 1])
+    assert plan["mpi_size"] == 3 and plan["mpi_size_source"] == "MPI"
+    settings = plan["settings"]
+    assert settings["nthreads"] == {"value": 2, "source": "env SLURM_CPUS_PER_TASK"}
+    assert settings["memory_limit"]["value"] == 1024 * MIB  # 3 GiB shared by 3 tasks
+    assert "SLURM_MEM_PER_NODE" in settings["memory_limit"]["source"]
+    assert settings["interface"] == {"value": "ib0", "source": "env DASK_LAUNCHER__INTERFACE"}
+
+
+EXIT = """
+import sys, dask
+assert dask.delayed(sum)([1, 2]).compute() == 3
+assert sys.argv[1:] == ["some", "args"], sys.argv
+CODE
+"""
+
+
+@pytest.mark.parametrize(
+    ("code", "state", "exit_code"),
+    [
+        ("pass", "COMPLETED", "0:0"),
+        ("raise ValueError('x')", "FAILED", "1:0"),
+        ("sys.exit(3)", "FAILED", "3:0"),
+    ],
+)
+def test_the_jobs_exit_code_is_the_scripts(one, code, state, exit_code):
+    path = one.script("exit.py", EXIT.replace("CODE", code))
+    job = one.submit("--ntasks=3", args=[path, "some", "args"])
+    assert one.finish(job) == (state, exit_code), job.text
+    assert one.summary(job)["exit_code"] == int(exit_code.split(":")[0])
+
+
+def test_workers_spill_to_node_local_scratch(one, tmp_path):
+    scratch = tmp_path / "localscratch"
+    scratch.mkdir()
+    path = one.script(
+        "dirs.py",
+        (
+            "from distributed import get_client\n"
+            "print('DIRS', *get_client().run(lambda dask_worker: dask_worker.local_directory)"
+            ".values())\n"
+        ),
+    )
+    job = one.submit("--ntasks=3", args=[path], env={"LOCALSCRATCH": str(scratch)})
+    assert one.finish(job) == ("COMPLETED", "0:0"), job.text
+    dirs = re.search(r"^DIRS (.*)$", job.text, re.M).group(1).split()
+    assert len(dirs) == 2
+    assert all(d.startswith(f"{scratch}/dask-launcher-{job.id}-") for d in dirs), dirs
+    assert list(scratch.iterdir()) == [], "the job's scratch directory was left behind"
+
+
+SLEEPY = """
+import time, dask, launcher
+print("RUNNING", flush=True)
+try:
+    dask.delayed(time.sleep)(600).compute()
+except launcher.Interrupted as interrupted:
+    print("INTERRUPTED", interrupted, flush=True)
+    raise
+"""
+
+
+def test_walltime_warning_ends_the_job_cleanly(one):
+    path = one.script("sleepy.py", SLEEPY)
+    # --signal=USR1@50 with --time=1: the warning comes within about 10 s.
+    job = one.submit("--ntasks=3", "--time=1", "--signal=USR1@50", args=[path])
+    assert one.finish(job, timeout=75) == ("FAILED", "138:0"), job.text
+    assert "INTERRUPTED SIGUSR1 received" in job.text
+    summary = one.summary(job)
+    assert summary["status"] == "interrupted" and summary["exit_code"] == 138
+
+
+def test_reaching_the_time_limit_ends_before_the_sigkill(one):
+    # The jobscript without its warning signal, so that the time limit itself hits.
+    text = (JOBSCRIPTS / "saga.sh").read_text()
+    assert "#SBATCH --signal=USR1@120\n" in text
+    jobscript = one.script("no-warning.sh", text.replace("#SBATCH --signal=USR1@120\n", ""))
+    path = one.script("sleepy.py", SLEEPY)
+    job = one.submit("--ntasks=3", "--time=1", jobscript=jobscript, args=[path])
+    state, _ = one.finish(job, timeout=150)
+    assert state == "TIMEOUT", job.text
+    assert "INTERRUPTED SIGTERM received" in job.text
+    summary = one.summary(job)
+    assert summary["status"] == "interrupted" and summary["exit_code"] == 143
+
+
+def test_scancel_ends_the_job_cleanly(one):
+    path = one.script("sleepy.py", SLEEPY)
+    job = one.submit("--ntasks=3", args=[path])
+    one.cluster.wait_for_output(job, r"^RUNNING$")
+    one.cluster.run("scancel", job.id)
+    state, _ = one.finish(job, timeout=30)
+    assert state == "CANCELLED", job.text
+    summary = one.summary(job)
+    assert summary["status"] == "interrupted" and summary["exit_code"] == 143
+
+
+@pytest.mark.parametrize(
+    ("plugin", "message"),
+    [
+        ("none", "srun started 3 tasks, but mpi4py's MPI library"),
+        ("pmix", "srun started this task with the PMIx plugin"),
+    ],
+)
+def test_the_wrong_mpi_plugin_is_reported(one, plugin, message):
+    job = one.submit("--ntasks=3", env={"SLURM_MPI_TYPE": plugin})
+    assert one.finish(job) == ("FAILED", "2:0"), job.text
+    assert job.text.count(message) == 1, job.text
+    assert "final result" not in job.text
+
+
+def test_a_missing_python_environment_is_one_clear_line(one):
+    job = one.submit("--ntasks=2", env={"LAUNCHER_VENV": "/nonexistent/env"})
+    assert one.finish(job) == ("FAILED", "2:0"), job.text
+    assert "no Python at LAUNCHER_VENV=/nonexistent/env" in job.text
+
+
+WHERE = """
+import socket
+from distributed import get_client
+client = get_client()
+print("WORKER HOSTS", *sorted(set(client.run(socket.gethostname).values())))
+print("CLIENT HOST", socket.gethostname())
+import dask.array as da
+assert da.ones((3000, 3000), chunks=500).sum().compute() == 9_000_000
+"""
+
+
+@pytest.mark.parametrize("jobscript", ["betzy.sh", "saga.sh"])
+def test_three_nodes_workers_on_every_node(three, jobscript):
+    path = three.script("where.py", WHERE)
+    job = three.submit(
+        "--nodes=3", "--ntasks-per-node=2", "--ntasks=6", jobscript=jobscript, args=[path]
+    )
+    assert three.finish(job) == ("COMPLETED", "0:0"), job.text
+    assert "WORKER HOSTS n1 n2 n3" in job.text and "CLIENT HOST n1" in job.text
+    assert not NOISE.search(job.text), job.text
+    summary = three.summary(job)
+    assert sorted(set(summary["worker_hosts"])) == ["n1", "n2", "n3"]
+    assert summary["workers"] == 5
+    assert re.match(r"tcp://10\.42\.0\.\d+:", summary["scheduler_address"]), summary
+
+
+def test_three_nodes_demo_as_in_the_issue(three):
+    # The issue's line, with tasks of 1 CPU to fit the test nodes' 4.
+    job = three.submit("--nodes=3", "--ntasks-per-node=2", jobscript="betzy.sh")
+    assert three.finish(job) == ("COMPLETED", "0:0"), job.text
+    assert "and the final result is: 20" in job.text
+    summary = three.summary(job)
+    assert summary["workers"] == 5
+    assert sorted(set(summary["worker_hosts"])) == ["n1", "n2", "n3"]
