@@ -5,7 +5,7 @@ the ranks of the job become the Dask scheduler, client and workers, the script r
 ``__main__`` on the client rank, and the job ends with the script's exit status.
 """
 
-from launcher.interrupt import Interrupted
+from launcher.interrupt import ClusterLost, Interrupted
 
 __version__ = "0.1.0"
-__all__ = ["Interrupted", "__version__"]
+__all__ = ["ClusterLost", "Interrupted", "__version__"]

@@ -96,6 +96,10 @@ def end_process(status: int) -> NoReturn:
 
 def configure_logging(verbose: int) -> None:
     """Quiet unless asked: our own lines always, Dask's from -v on."""
+    levels = {0: "error", 1: "info"}
+    # Worker processes started by a nanny set up distributed's logging when they import
+    # it, before any config reaches them: the environment is what they see in time.
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", levels.get(verbose, "debug"))
     import distributed  # noqa: F401  (its import installs the handlers we adjust)
 
     handler = logging.StreamHandler(sys.stderr)
@@ -104,8 +108,8 @@ def configure_logging(verbose: int) -> None:
     ours.addHandler(handler)
     ours.setLevel(logging.INFO)
     ours.propagate = False
-    levels = {0: logging.ERROR, 1: logging.INFO}
-    logging.getLogger("distributed").setLevel(levels.get(verbose, logging.DEBUG))
+    level = logging.getLevelName(os.environ["DASK_LOGGING__DISTRIBUTED"].upper())
+    logging.getLogger("distributed").setLevel(level)
     if verbose == 0:
         logging.getLogger("asyncio").addFilter(_drop_interrupted_gather)
 
@@ -154,6 +158,15 @@ def _plan_or_reason(
     return plan, None
 
 
+def _credentials(plan: Any) -> dict[str, str] | None:
+    """Rank 0 makes the run's TLS credentials; they travel with the plan, over MPI."""
+    if plan is None or plan.protocol != "tls":
+        return None
+    from launcher.security import make_credentials
+
+    return make_credentials()
+
+
 def run(argv: list[str], env: Mapping[str, str]) -> int:
     started = process_start_time()
     try:
@@ -189,14 +202,23 @@ def run(argv: list[str], env: Mapping[str, str]) -> int:
     except ConfigError as err:
         return stop(Stop(BAD_INPUT, f"launcher: {err}"))
 
+    from launcher import security
     from launcher.comm import MPITimeout, PatientComm
     from launcher.hostfacts import gather_local
+    from launcher.security import TLSUnavailable
 
     comm = PatientComm(world, timeout=settings["startup-timeout"].value)
     try:
         facts = comm.gather(gather_local(rank), root=0)
-        verdict = _plan_or_reason(options, settings, facts, env, size) if rank == 0 else None
-        plan, reason = comm.bcast(verdict, root=0)
+        verdict = None
+        if rank == 0:
+            plan, reason = _plan_or_reason(options, settings, facts, env, size)
+            try:
+                credentials = None if options.plan else _credentials(plan)
+            except TLSUnavailable as err:
+                plan, reason, credentials = None, Stop(BAD_INPUT, f"launcher: {err}"), None
+            verdict = (plan, reason, credentials)
+        plan, reason, credentials = comm.bcast(verdict, root=0)
     except MPITimeout as err:
         print(f"launcher: rank {rank}: {err}; ending the job", file=sys.stderr)
         comm.abort(1)
@@ -205,6 +227,7 @@ def run(argv: list[str], env: Mapping[str, str]) -> int:
         return stop(reason)
     if options.plan:
         return stop(Stop(0, plan.to_json()))
+    security.apply(credentials)
 
     if "client" in plan.for_rank(rank).roles:
         from launcher.client_rank import ClientRank

@@ -18,13 +18,14 @@ import time
 from distributed import Client
 
 from launcher.comm import DONE, FAILED, STOP, PatientComm, StartupAborted
-from launcher.interrupt import ClientInterrupts, Interrupted, exit_status_for
+from launcher.interrupt import ClientWatch, Interrupted
 from launcher.plan import Plan
 from launcher.protocol import final_barrier, prepare_directory, remove_directory, share_address
 from launcher.scheduler import SchedulerService
 from launcher.serving import describe, worker_options
 from launcher.summary import Summary
 from launcher.usercode import run_target
+from launcher.worker import start_helpers_deaf_to_job_signals
 
 log = logging.getLogger("launcher")
 
@@ -41,22 +42,15 @@ class ClientRank:
         self.started = started
         self.service: SchedulerService | None = None
         self.client: Client | None = None
-        self.interrupts = ClientInterrupts(comm, plan.interrupt_grace, self.overdue)
+        self.watch = ClientWatch(comm, plan.interrupt_grace, self.overdue, self.health)
         self._ending = threading.Lock()
-        workers = plan.workers
-        self.summary = Summary(
-            mpi_size=plan.mpi_size,
-            layout=plan.layout,
-            workers=len(workers),
-            threads_per_worker=workers[0].nthreads if workers else None,
-            memory_limit_bytes=min(w.memory_limit or 0 for w in workers) if workers else None,
-            target=plan.target.to_dict(),
-            worker_hosts=[w.host for w in workers],
-        )
+        self.summary = Summary.from_plan(plan)
 
     def run(self) -> int:
-        self.interrupts.install()
-        self.interrupts.raising = True
+        if self.plan.nanny and "worker" in self.me.roles:
+            start_helpers_deaf_to_job_signals()
+        self.watch.install()
+        self.watch.raising = True
         try:
             try:
                 self.start_cluster()
@@ -65,19 +59,31 @@ class ClientRank:
             except Exception as err:
                 self.summary.error = str(err) if isinstance(err, ClusterError) else describe(err)
                 print(f"launcher: {self.summary.error}", file=sys.stderr, flush=True)
-                self.interrupts.raising = False
+                self.watch.raising = False
                 return self.end(1, ran=False)
             ready = time.monotonic()
             self.summary.startup_seconds = round(time.time() - self.started, 3)
             try:
                 code = run_target(self.plan.target)
             finally:
-                self.interrupts.raising = False
+                self.watch.raising = False
                 self.summary.run_seconds = round(time.monotonic() - ready, 3)
         except Interrupted as err:
-            self.interrupts.raising = False
-            code = exit_status_for(err.signum)
+            self.watch.raising = False
+            code = err.exit_status
         return self.end(code, ran=self.summary.run_seconds is not None)
+
+    def health(self) -> str | None:
+        """What is wrong with the cluster, if anything (checked by the watch thread)."""
+        if self.service is not None and self.service.error is not None:
+            return f"the scheduler failed: {describe(self.service.error)}"
+        client = self.client
+        if client is not None and client.status not in ("running", "closing", "closed"):
+            return (
+                f"the scheduler at {self.summary.scheduler_address} (rank "
+                f"{self.plan.scheduler_rank}) cannot be reached (killed, or its node failed)"
+            )
+        return None
 
     def start_cluster(self) -> None:
         plan = self.plan
@@ -145,16 +151,15 @@ class ClientRank:
             # the process; this thread has nothing left to do.
             while True:
                 time.sleep(60)
-        self.interrupts.ending = True
-        self.interrupts.stop_watching()
+        self.watch.ending = True
+        self.watch.stop_watching()
         plan = self.plan
         ending = time.monotonic()
-        if self.interrupts.signum is not None:
-            code = code or exit_status_for(self.interrupts.signum)
-            self.summary.status = "interrupted"
-            self.summary.error = error or str(
-                Interrupted(self.interrupts.signum, self.interrupts.where)
-            )
+        cause = self.watch.cause
+        if cause is not None:
+            code = code or cause.exit_status
+            self.summary.status = cause.status
+            self.summary.error = error or cause.reason
         else:
             self.summary.status = "ok" if code == 0 else "failed"
         self.summary.exit_code = code
@@ -184,14 +189,15 @@ class ClientRank:
         from this (timer) thread, since the main thread is stuck in user code."""
         from launcher.bootstrap import end_process
 
-        assert self.interrupts.signum is not None
-        self.interrupts.raising = False
+        cause = self.watch.cause
+        assert cause is not None
+        self.watch.raising = False
         error = (
-            f"your code did not stop within {self.plan.interrupt_grace:.0f} s of "
-            f"{Interrupted(self.interrupts.signum, self.interrupts.where)}; job ended"
+            f"your code did not stop within {self.plan.interrupt_grace:.0f} s of: "
+            f"{cause.reason}; job ended"
         )
         log.error("%s", error)
-        code = self.end(exit_status_for(self.interrupts.signum), ran=True, error=error)
+        code = self.end(cause.exit_status, ran=True, error=error)
         self.comm.flush()
         end_process(code)
 
@@ -200,7 +206,8 @@ class ClientRank:
         for rank in ranks:
             self.comm.send(code, rank, STOP)
         waiting = set(ranks)
-        deadline = time.monotonic() + self.plan.shutdown_timeout
+        # Serving ranks leave by themselves shutdown_timeout after STOP: wait a bit longer.
+        deadline = time.monotonic() + self.plan.shutdown_timeout + 2
         while waiting and time.monotonic() < deadline:
             message = self.comm.poll(DONE)
             if message is None:

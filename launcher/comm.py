@@ -9,8 +9,8 @@ Two fixes over calling mpi4py the way dask-mpi does:
   ``execute`` can use it as its ``comm``) but waits on a non-blocking barrier with
   sleeps, and gives up at a deadline instead of waiting for the walltime.
 * The job's outcome travels over MPI, not over the Dask comms that may be broken:
-  the client rank sends STOP with the exit status; other ranks report FAILED, DONE, or
-  INTERRUPT when a signal reaches them.
+  the client rank sends STOP with the exit status and, while it lives, ALIVE; other
+  ranks report FAILED, DONE, or INTERRUPT when a signal reaches them.
   A private duplicate communicator keeps these apart from any MPI the user code does.
 """
 
@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-STOP, FAILED, DONE, INTERRUPT = 11, 12, 13, 14
+STOP, FAILED, DONE, INTERRUPT, ALIVE = 11, 12, 13, 14, 15
 
 
 class StartupAborted(RuntimeError):
@@ -124,6 +124,8 @@ class PatientComm:
 
     def send(self, obj: Any, dest: int, tag: int) -> None:
         """Send without waiting for the receiver (it may be busy for hours)."""
+        if len(self._pending) > 256:  # heartbeats accumulate over a long job
+            self._pending = [r for r in self._pending if not r.Test()]
         self._pending.append(self.comm.isend(obj, dest=dest, tag=tag))
 
     def poll(self, tag: int, source: int | None = None) -> tuple[int, Any] | None:

@@ -106,6 +106,8 @@ VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "local-directory": text,
     "interface": text,
     "dashboard": boolean,
+    "tls": boolean,
+    "nanny": boolean,
     "dashboard-address": text,
     "startup-timeout": seconds,
     "shutdown-timeout": seconds,

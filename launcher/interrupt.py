@@ -1,67 +1,96 @@
-"""The job being told to end: walltime warning (SIGUSR1), scancel or time limit (SIGTERM),
-Ctrl-C under mpirun (SIGINT).
+"""What ends a job before its script does: signals (walltime warning SIGUSR1, scancel or
+time limit SIGTERM, Ctrl-C SIGINT under mpirun), and losing the client or scheduler.
 
-Slurm signals every task, mpirun forwards to every rank, but only the client rank can
+Slurm signals every task and mpirun forwards to every rank, but only the client rank can
 end the job well: it interrupts the user's code (which may save a checkpoint), closes
 the cluster in order and writes the summary. So every other rank only tells the client
-rank over MPI and keeps serving until STOP. Deadlines on both sides make sure the job
-ends within seconds even if the user's code ignores the interrupt or the client rank
-is gone.
+rank over MPI and keeps serving until STOP. The client rank also sends a heartbeat over
+MPI, so that when it dies (a killed process, a crashed node) the other ranks notice and
+leave instead of waiting for the walltime. Deadlines on both sides make sure the job
+ends within seconds even if the user's code ignores the interrupt.
 """
 
 from __future__ import annotations
 
+import _thread
 import logging
 import signal
 import threading
 import time
 from collections.abc import Callable
 
-from launcher.comm import FAILED, INTERRUPT, PatientComm
+from launcher.comm import ALIVE, FAILED, INTERRUPT, PatientComm
 
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+HEARTBEAT_SECONDS = 2.0
+#: Without a heartbeat from the client rank for this long, the other ranks leave.
+CLIENT_LOST_SECONDS = 20.0
+#: The scheduler unreachable for this long interrupts the user's code.
+SCHEDULER_LOST_SECONDS = 5.0
 
 log = logging.getLogger("launcher")
 
 
 class Interrupted(KeyboardInterrupt):
-    """Raised in your script when the job is told to end (walltime warning, scancel).
+    """Raised in your script when the job must end before the script does: the
+    walltime warning (SIGUSR1), scancel or the time limit (SIGTERM), Ctrl-C.
 
-    Catch it to save a checkpoint; the job ends ``interrupt-grace`` seconds later at
-    the latest (default 5), with status "interrupted" and a non-zero exit status.
-    Like KeyboardInterrupt, it is not an ``Exception``, so ``except Exception``
-    clauses do not swallow it.
+    Catch it to save a checkpoint; the job ends ``interrupt-grace`` seconds later at the
+    latest (default 5), with status "interrupted" and exit status 128 + the signal.
+    Like KeyboardInterrupt it is not an ``Exception``, so ``except Exception`` clauses
+    do not swallow it.
     """
 
-    def __init__(self, signum: int, where: str) -> None:
+    status = "interrupted"
+
+    def __init__(self, reason: str, signum: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
         self.signum = signum
-        self.where = where
-        super().__init__(f"{signal.Signals(signum).name} received ({where})")
+
+    @property
+    def exit_status(self) -> int:
+        """The shell's convention for "ended by a signal"."""
+        return 128 + self.signum if self.signum else 1
 
 
-Interrupted.__module__ = "launcher"  # its public name, as users import and catch it
+class ClusterLost(Interrupted):
+    """Raised in your script when the Dask scheduler is gone (its rank was killed, or
+    crashed): nothing it computes can finish, so the job ends with status "failed"."""
+
+    status = "failed"
 
 
-def exit_status_for(signum: int) -> int:
-    """The shell's convention for "ended by a signal"."""
-    return 128 + signum
+for _public in (Interrupted, ClusterLost):
+    _public.__module__ = "launcher"  # their public names, as users import and catch them
 
 
-class ClientInterrupts:
-    """On the client rank: turns a signal here, or a report from another rank, into
-    ``Interrupted`` in the main thread, and ends the job if the user's code does not."""
+def signal_reason(signum: int, rank: int) -> str:
+    return f"{signal.Signals(signum).name} received on rank {rank}"
 
-    def __init__(self, comm: PatientComm, grace: float, on_overdue: Callable[[], None]) -> None:
+
+class ClientWatch:
+    """On the client rank: turns a signal here, a report from another rank, or a lost
+    scheduler into an exception in the main thread, tells the other ranks it is alive,
+    and ends the job if the user's code does not stop within the grace period."""
+
+    def __init__(
+        self,
+        comm: PatientComm,
+        grace: float,
+        on_overdue: Callable[[], None],
+        health: Callable[[], str | None],
+    ) -> None:
         self.comm = comm
         self.grace = grace
         self.on_overdue = on_overdue
-        self.signum: int | None = None
-        self.where = ""
+        self.health = health
+        self.cause: Interrupted | None = None
         self.raising = False  # raise in the main thread only while user code may run
         self.ending = False  # the main thread is closing the job: no emergency needed
-        self._forwarded_by: int | None = None
+        self._to_raise: Interrupted | None = None
         self._done = threading.Event()
-        self._watch = threading.Thread(target=self._watch_ranks, name="launcher-watch", daemon=True)
+        self._watch = threading.Thread(target=self._watch, name="launcher-watch", daemon=True)
 
     def install(self) -> None:
         for signum in SIGNALS:
@@ -73,45 +102,71 @@ class ClientInterrupts:
         self._watch.join(2.0)
 
     def _on_signal(self, signum: int, frame: object) -> None:
-        if self.signum is not None:
-            return
-        source = self.comm.rank if self._forwarded_by is None else self._forwarded_by
-        self.signum, self.where = signum, f"on rank {source}"
-        log.warning("%s received %s; ending the job", signal.Signals(signum).name, self.where)
+        forwarded, self._to_raise = self._to_raise, None
+        cause = forwarded or Interrupted(signal_reason(signum, self.comm.rank), signum)
+        if forwarded is None and self.cause is not None:
+            return  # the job is already ending
+        if self.cause is None:
+            self._begin(cause)
+        if self.raising:
+            raise cause
+
+    def _begin(self, cause: Interrupted) -> None:
+        self.cause = cause
+        log.warning("%s; ending the job", cause.reason)
         timer = threading.Timer(self.grace, self._overdue)
         timer.daemon = True
         timer.start()
-        if self.raising:
-            raise Interrupted(signum, self.where)
+
+    def _raise_in_main_thread(self, cause: Interrupted) -> None:
+        """Only the main thread can raise in the user's code: run our handler there."""
+        if self.cause is None:
+            self._to_raise = cause
+            _thread.interrupt_main(signal.SIGINT)
 
     def _overdue(self) -> None:
         if not self.ending:
             self.on_overdue()
 
-    def _watch_ranks(self) -> None:
-        """Reports from other ranks arrive over MPI; a signal makes the main thread act."""
-        main = threading.main_thread().ident
+    def _watch(self) -> None:
+        others = [r for r in range(self.comm.size) if r != self.comm.rank]
+        next_beat = next_check = 0.0
+        unhealthy_since: float | None = None
         while not self._done.wait(0.05):
+            now = time.monotonic()
+            if now >= next_beat:
+                for rank in others:
+                    self.comm.send(None, rank, ALIVE)
+                next_beat = now + HEARTBEAT_SECONDS
             report = self.comm.poll(INTERRUPT)
-            if report is not None and self.signum is None:
-                self._forwarded_by, signum = report
-                # The handler must run in the main thread to raise in the user's code.
-                signal.pthread_kill(main, signum)
+            if report is not None:
+                source, signum = report
+                self._raise_in_main_thread(Interrupted(signal_reason(signum, source), signum))
             failed = self.comm.poll(FAILED)
             if failed is not None:
                 log.warning("%s", failed[1])
+            if now >= next_check:
+                next_check = now + 1.0
+                problem = self.health()
+                if problem is None:
+                    unhealthy_since = None
+                elif unhealthy_since is None:
+                    unhealthy_since = now
+                elif now - unhealthy_since >= SCHEDULER_LOST_SECONDS:
+                    self._raise_in_main_thread(ClusterLost(problem))
 
 
-class RankInterrupts:
-    """On every other rank: report the first signal to the client rank and keep serving;
-    give up waiting for the client rank after ``deadline`` seconds."""
+class ServingWatch:
+    """On every other rank: report the first signal to the client rank and keep
+    serving; notice when the client rank stops sending its heartbeat."""
 
-    def __init__(self, comm: PatientComm, client_rank: int, deadline: float) -> None:
+    def __init__(self, comm: PatientComm, client_rank: int, patience: float) -> None:
         self.comm = comm
         self.client_rank = client_rank
-        self.deadline = deadline
+        self.patience = patience
         self.signum: int | None = None
-        self.expires: float | None = None
+        self._signalled_at: float | None = None
+        self._heard_at = time.monotonic()
 
     def install(self) -> None:
         for signum in SIGNALS:
@@ -120,9 +175,23 @@ class RankInterrupts:
     def _on_signal(self, signum: int, frame: object) -> None:
         if self.signum is None:
             self.signum = signum
-            self.expires = time.monotonic() + self.deadline
+            self._signalled_at = time.monotonic()
             self.comm.send(signum, self.client_rank, INTERRUPT)
 
-    def overdue(self) -> bool:
-        """True once the client rank had its chance to end the job and did not."""
-        return self.expires is not None and time.monotonic() > self.expires
+    def reason_to_leave(self) -> tuple[int, str] | None:
+        """(exit status, why) once waiting for the client rank is pointless."""
+        now = time.monotonic()
+        while self.comm.poll(ALIVE, source=self.client_rank) is not None:
+            self._heard_at = now
+        if self._signalled_at is not None and now - self._signalled_at > self.patience:
+            assert self.signum is not None
+            return 128 + self.signum, (
+                f"rank {self.comm.rank}: the client rank did not end the job within "
+                f"{self.patience:.0f} s of {signal.Signals(self.signum).name}"
+            )
+        if now - self._heard_at > CLIENT_LOST_SECONDS:
+            return 1, (
+                f"the client rank {self.client_rank} stopped answering (killed, or its "
+                f"node failed); rank {self.comm.rank} gave up after {CLIENT_LOST_SECONDS:.0f} s"
+            )
+        return None

@@ -59,6 +59,8 @@ class Options:
     layout: str | None = None
     dashboard: bool | None = None
     dashboard_address: str | None = None
+    tls: bool | None = None
+    nanny: bool | None = None
     startup_timeout: float | None = None
     summary: str | None = None
     plan: bool = False
@@ -150,6 +152,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not serve the dashboard",
     )
     net.add_argument(
+        "--insecure",
+        dest="tls",
+        action="store_false",
+        default=None,
+        help="plain TCP instead of TLS with a certificate made for this run",
+    )
+    net.add_argument(
+        "--no-nanny",
+        dest="nanny",
+        action="store_false",
+        default=None,
+        help="run each worker inside its rank instead of under a nanny that restarts it",
+    )
+    net.add_argument(
         "--startup-timeout",
         type=_checked(seconds),
         metavar="SECONDS",
@@ -225,6 +241,8 @@ def parse(argv: list[str]) -> Options:
         layout=ns.layout,
         dashboard=ns.dashboard,
         dashboard_address=ns.dashboard_address,
+        tls=ns.tls,
+        nanny=ns.nanny,
         startup_timeout=ns.startup_timeout,
         summary=ns.summary,
         plan=ns.plan,

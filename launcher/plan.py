@@ -52,6 +52,8 @@ class Plan:
     interface: str | None
     dashboard: bool
     dashboard_address: str
+    protocol: str
+    nanny: bool
     startup_timeout: float
     shutdown_timeout: float
     interrupt_grace: float
@@ -79,6 +81,8 @@ class Plan:
             "interface": self.interface,
             "dashboard": self.dashboard,
             "dashboard_address": self.dashboard_address,
+            "protocol": self.protocol,
+            "nanny": self.nanny,
             "startup_timeout": self.startup_timeout,
             "shutdown_timeout": self.shutdown_timeout,
             "interrupt_grace": self.interrupt_grace,
@@ -243,6 +247,8 @@ def make_plan(inputs: PlanInputs) -> Plan:
     dashboard_address, sources["dashboard_address"] = _pick(
         opts.dashboard_address, "--dashboard-address", settings["dashboard-address"]
     )
+    tls, sources["protocol"] = _pick(opts.tls, "--insecure", settings["tls"])
+    nanny, sources["nanny"] = _pick(opts.nanny, "--no-nanny", settings["nanny"])
     startup_timeout, sources["startup_timeout"] = _pick(
         opts.startup_timeout, "--startup-timeout", settings["startup-timeout"]
     )
@@ -280,6 +286,8 @@ def make_plan(inputs: PlanInputs) -> Plan:
         interface=interface,
         dashboard=dashboard,
         dashboard_address=dashboard_address,
+        protocol="tls" if tls else "tcp",
+        nanny=nanny,
         startup_timeout=startup_timeout,
         shutdown_timeout=shutdown_timeout,
         interrupt_grace=interrupt_grace,

@@ -13,12 +13,14 @@ import contextlib
 import logging
 import os
 import shutil
+import threading
 import time
+from collections.abc import Callable
 
 import dask
 
 from launcher.comm import STOP, Aborted, MPITimeout, PatientComm
-from launcher.interrupt import RankInterrupts, exit_status_for
+from launcher.interrupt import ServingWatch
 from launcher.plan import Plan, RankPlan
 
 log = logging.getLogger("launcher")
@@ -54,34 +56,38 @@ def final_barrier(comm: PatientComm, plan: Plan) -> None:
 class StopListener:
     """Has the client rank sent STOP yet? Remembers the job's exit status when it has.
 
-    After a signal, a rank waits only so long for the client rank to end the job; then
-    it ends itself (``abandoned``), so a dead client rank cannot keep it until the
-    walltime.
+    It also gives up on the client rank (``abandoned``) when the watch says so: a client
+    rank that died, or that did not end the job after a signal, cannot keep this rank
+    until the walltime. After STOP, ``overdue`` (seconds, action) runs if this rank is
+    still closing by then.
     """
 
     def __init__(
-        self, comm: PatientComm, client_rank: int, interrupts: RankInterrupts | None = None
+        self,
+        comm: PatientComm,
+        client_rank: int,
+        watch: ServingWatch | None = None,
+        overdue: tuple[float, Callable[[], None]] | None = None,
     ) -> None:
         self.comm = comm
         self.client_rank = client_rank
-        self.interrupts = interrupts
+        self.watch = watch
+        self.overdue = overdue
         self.exit_code: int | None = None
-        self.abandoned = False
+        self.abandoned: str | None = None  # why, when the client rank was given up
 
     def check(self) -> bool:
         if self.exit_code is None:
             message = self.comm.poll(STOP, source=self.client_rank)
             if message is not None:
                 self.exit_code = int(message[1])
-            elif self.interrupts is not None and self.interrupts.overdue():
-                assert self.interrupts.signum is not None
-                log.error(
-                    "rank %d: the client rank did not end the job after %s; leaving",
-                    self.comm.rank,
-                    self.interrupts.signum,
-                )
-                self.exit_code = exit_status_for(self.interrupts.signum)
-                self.abandoned = True
+                if self.overdue is not None:
+                    timer = threading.Timer(*self.overdue)
+                    timer.daemon = True
+                    timer.start()
+            elif self.watch is not None and (leaving := self.watch.reason_to_leave()):
+                self.exit_code, self.abandoned = leaving
+                log.error("%s", self.abandoned)
         return self.exit_code is not None
 
     def wait(self) -> int:

@@ -11,13 +11,17 @@ object also lets the launcher close it last and quietly, after the workers.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
+import warnings
 from concurrent.futures import Future
 from typing import Any
 
 from distributed import Scheduler
 
 from launcher.plan import Plan
+
+log = logging.getLogger("launcher")
 
 
 class SchedulerService:
@@ -60,24 +64,45 @@ class SchedulerService:
             if not self._ready.done():
                 self._ready.set_exception(err)
 
+    def _make_scheduler(self) -> Scheduler:
+        """The scheduler; a taken dashboard port is said in one line, not a warning."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            scheduler = Scheduler(
+                interface=self.plan.interface,
+                port=0,
+                dashboard=self.plan.dashboard,
+                dashboard_address=self.plan.dashboard_address,
+            )
+        for warning in caught:
+            if "already in use" in str(warning.message) and scheduler.http_server:
+                log.warning(
+                    "dashboard address %s is taken; serving the dashboard on port %d instead",
+                    self.plan.dashboard_address,
+                    scheduler.http_server.port,
+                )
+            else:
+                warnings.warn_explicit(
+                    warning.message, warning.category, warning.filename, warning.lineno
+                )
+        return scheduler
+
     async def _serve(self) -> None:
-        from launcher.worker import MPIWorker
+        from distributed.utils import import_term
+
+        from launcher.serving import worker_class
 
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         plan = self.plan
-        async with Scheduler(
-            interface=plan.interface,
-            port=0,
-            dashboard=plan.dashboard,
-            dashboard_address=plan.dashboard_address,
-        ) as scheduler:
+        async with self._make_scheduler() as scheduler:
             self.scheduler = scheduler
             if self.worker_options is None:
                 self._ready.set_result(scheduler.address)
                 await self._stop.wait()
             else:
-                async with MPIWorker(scheduler_ip=scheduler.address, **self.worker_options):
+                worker = import_term(worker_class(plan))
+                async with worker(scheduler_ip=scheduler.address, **self.worker_options):
                     self._ready.set_result(scheduler.address)
                     await self._stop.wait()
             await scheduler.close(reason="launcher: job finished")

@@ -8,14 +8,18 @@ failures and signals to the client rank and ends when the client rank says so.
 from __future__ import annotations
 
 import logging
+import os
+import sys
+import threading
 import time
 import traceback
 from typing import Any
 
+import dask
 import dask_mpi
 
 from launcher.comm import DONE, FAILED, PatientComm, StartupAborted
-from launcher.interrupt import RankInterrupts
+from launcher.interrupt import ServingWatch
 from launcher.plan import Plan, RankPlan
 from launcher.protocol import (
     StopListener,
@@ -25,6 +29,8 @@ from launcher.protocol import (
     share_address,
 )
 from launcher.scheduler import SchedulerService
+from launcher.summary import Summary
+from launcher.worker import start_helpers_deaf_to_job_signals
 
 log = logging.getLogger("launcher")
 
@@ -33,8 +39,12 @@ def describe(err: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(err), err)).strip()
 
 
+def worker_class(plan: Plan) -> str:
+    return "launcher.worker.MPINanny" if plan.nanny else "launcher.worker.MPIWorker"
+
+
 def worker_options(plan: Plan, stop_check) -> dict[str, Any]:
-    """Arguments of ``launcher.worker.MPIWorker`` beyond those dask-mpi sets itself."""
+    """Arguments of the worker class beyond those dask-mpi sets itself."""
     return {
         "stop_check": stop_check,
         # Without it a worker that cannot reach the scheduler retries forever.
@@ -51,17 +61,31 @@ class ServingRank:
         self.me: RankPlan = plan.for_rank(comm.rank)
         # Long enough for the client rank to interrupt the user code and close the job.
         patience = plan.interrupt_grace + 2 * plan.shutdown_timeout + 5
-        self.interrupts = RankInterrupts(comm, plan.client_rank, patience)
-        self.stop = StopListener(comm, plan.client_rank, self.interrupts)
+        self.watch = ServingWatch(comm, plan.client_rank, patience)
+        self.stop = StopListener(
+            comm, plan.client_rank, self.watch, (plan.shutdown_timeout, self.rescue)
+        )
+        self._ending = threading.Lock()
 
     def run(self) -> int:
-        self.interrupts.install()
+        if self.plan.nanny and self.me.is_worker:
+            start_helpers_deaf_to_job_signals()
+        self.watch.install()
         failure = self.run_scheduler() if "scheduler" in self.me.roles else self.run_worker()
         return self.finish(failure)
 
     def run_worker(self) -> str | None:
         plan, me = self.plan, self.me
-        prepare_directory(me)
+        try:
+            prepare_directory(me)
+        except OSError as err:
+            # Still take part in the startup protocol, so that nobody waits for us.
+            share_address(self.comm, plan)
+            return (
+                f"worker rank {me.rank} on {me.host} cannot create its local directory "
+                f"{me.local_directory}: {err.strerror}; point --local-directory (or "
+                "DASK_LAUNCHER__LOCAL_DIRECTORY) at a writable directory"
+            )
         try:
             dask_mpi.execute(
                 None,
@@ -71,12 +95,19 @@ class ServingRank:
                 nthreads=me.nthreads,
                 local_directory=me.local_directory,
                 memory_limit=me.memory_limit,
-                worker_class="launcher.worker.MPIWorker",
+                worker_class=worker_class(plan),
                 worker_options=worker_options(plan, self.stop.check),
                 comm=self.comm,
             )
         except StartupAborted:
             return None  # the scheduler rank reports why; wait for STOP like everyone
+        except (TimeoutError, OSError) as err:
+            address = dask.config.get("scheduler_address", None)
+            return (
+                f"worker rank {me.rank} on {me.host} could not reach the scheduler at "
+                f"{address} within {plan.startup_timeout:.0f} s (interface "
+                f"{plan.interface or 'not set'}): {describe(err)}"
+            )
         except Exception as err:
             return f"worker rank {me.rank} on {me.host}: {describe(err)}"
         return None
@@ -107,8 +138,44 @@ class ServingRank:
         # After a failure the client rank may still be running user code (a lost worker
         # is survivable), so wait for its STOP; it ends the job when it is done.
         code = self.stop.wait()
+        return self.leave(code)
+
+    def leave(self, code: int) -> int:
+        if not self._ending.acquire(blocking=False):
+            while True:  # rescue() is ending this process from its thread
+                time.sleep(60)
         remove_directory(self.me)
-        if not self.stop.abandoned:
-            self.comm.send(None, self.plan.client_rank, DONE)
-            final_barrier(self.comm, self.plan)
+        if self.stop.abandoned:
+            self.report_for_the_client(code, self.stop.abandoned)
+            # The client rank is gone: no DONE, no barrier, and no MPI_Finalize, which
+            # may wait for it.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        self.comm.send(None, self.plan.client_rank, DONE)
+        final_barrier(self.comm, self.plan)
         return code
+
+    def report_for_the_client(self, code: int, reason: str) -> None:
+        """The client rank cannot write the summary any more: the first serving rank
+        writes what it knows, so the job log still says what happened."""
+        deputy = min(r.rank for r in self.plan.ranks if r.rank != self.plan.client_rank)
+        if self.comm.rank == deputy:
+            summary = Summary.from_plan(self.plan)
+            summary.status, summary.exit_code, summary.error = "failed", code, reason
+            summary.report(self.plan.summary_path)
+
+    def rescue(self) -> None:
+        """STOP came, but closing what this rank runs hangs (a task holding the event
+        loop, a worker that will not die): leave anyway, from this timer thread."""
+        from launcher.bootstrap import end_process
+
+        assert self.stop.exit_code is not None
+        log.error(
+            "rank %d: closing took over %.0f s after the job ended; leaving",
+            self.comm.rank,
+            self.plan.shutdown_timeout,
+        )
+        code = self.leave(self.stop.exit_code)
+        self.comm.flush()
+        end_process(code)

@@ -15,6 +15,8 @@ from typing import Any
 
 from dask.utils import format_bytes
 
+from launcher.plan import Plan
+
 
 @dataclass
 class Summary:
@@ -25,6 +27,7 @@ class Summary:
     workers: int = 0
     threads_per_worker: int | None = None
     memory_limit_bytes: int | None = None
+    protocol: str = ""
     scheduler_address: str | None = None
     dashboard_url: str | None = None
     startup_seconds: float | None = None
@@ -33,6 +36,21 @@ class Summary:
     target: dict[str, Any] = field(default_factory=dict)
     worker_hosts: list[str] = field(default_factory=list)
     error: str | None = None
+
+    @classmethod
+    def from_plan(cls, plan: Plan) -> Summary:
+        """What is known before the run: the shape of the cluster."""
+        workers = plan.workers
+        return cls(
+            mpi_size=plan.mpi_size,
+            layout=plan.layout,
+            protocol=plan.protocol,
+            workers=len(workers),
+            threads_per_worker=workers[0].nthreads if workers else None,
+            memory_limit_bytes=min(w.memory_limit or 0 for w in workers) if workers else None,
+            target=plan.target.to_dict(),
+            worker_hosts=[w.host for w in workers],
+        )
 
     def write(self, path: str) -> None:
         """Write atomically, so a reader never sees half a file."""

@@ -14,7 +14,7 @@ import traceback
 from pathlib import Path
 
 from launcher import interrupt
-from launcher.interrupt import Interrupted, exit_status_for
+from launcher.interrupt import Interrupted
 from launcher.options import Target
 
 #: Frames of these files are the launcher's, not the user's, in a traceback.
@@ -85,7 +85,7 @@ def run_target(target: Target) -> int:
         return exit_status(exc)
     except Interrupted as exc:
         print_user_traceback(exc)
-        return exit_status_for(exc.signum)
+        return exc.exit_status
     except KeyboardInterrupt as exc:
         print_user_traceback(exc)
         return 130

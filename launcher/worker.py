@@ -1,51 +1,145 @@
-"""The worker class dask-mpi starts on worker ranks: a Dask worker that also listens to MPI.
+"""The worker classes dask-mpi starts on worker ranks, listening to MPI as well as to Dask.
 
 dask-mpi stops workers only through the scheduler (``Client.shutdown()``), and a
 worker that misses that message retries until the walltime (dask-mpi #58, #87). Here
 the client rank's STOP message over MPI closes the worker directly, so shutdown does
 not depend on the Dask comms being healthy. dask-mpi's ``execute`` passes
 ``worker_options`` to the class, which is how the listener gets in.
+
+``MPINanny`` is the default: the MPI rank runs a nanny and the Dask worker is its
+child process, so a worker killed by a signal or by the out-of-memory killer is
+restarted in place while the rank (and so the MPI job) lives on. dask-mpi's
+``nanny=True`` is broken (it raises unconditionally), which is why the class is passed
+as ``worker_class``. ``MPIWorker`` runs the worker inside the rank (``--no-nanny``):
+leaner, but one dead worker then ends the whole job (dask-mpi #31).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 from collections.abc import Callable
 
-from distributed import Worker
+from distributed import Nanny, Worker
 from tornado.ioloop import PeriodicCallback
+
+from launcher.interrupt import SIGNALS
 
 STOP_POLL_MS = 50
 
 
-class MPIWorker(Worker):
-    """A ``distributed.Worker`` that closes itself when ``stop_check()`` returns True."""
+class _StopListening:
+    """Poll ``stop_check`` from the server's own event loop and close when it says so."""
 
-    def __init__(self, *args, stop_check: Callable[[], bool], **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    _stop_check: Callable[[], bool]
+    _closing: asyncio.Task | None = None
+
+    def _listen_for_stop(self, stop_check: Callable[[], bool]) -> None:
         self._stop_check = stop_check
-        self._beat: asyncio.Future | None = None
-        self._closing: asyncio.Task | None = None
-        self.periodic_callbacks["launcher-stop"] = PeriodicCallback(self._poll_stop, STOP_POLL_MS)
+        self.periodic_callbacks["launcher-stop"] = PeriodicCallback(  # type: ignore[attr-defined]
+            self._poll_stop, STOP_POLL_MS
+        )
+
+    def _poll_stop(self) -> None:
+        if self.status.name in ("running", "paused") and self._stop_check():  # type: ignore[attr-defined]
+            self.periodic_callbacks["launcher-stop"].stop()  # type: ignore[attr-defined]
+            self._closing = asyncio.ensure_future(self._stop())
+
+    async def _stop(self) -> None:
+        raise NotImplementedError
+
+
+class QuietWorker(Worker):
+    """A worker that closes without CommClosedError tracebacks.
+
+    Worker.close closes the connection pool under a heartbeat still in flight, which
+    then logs a CommClosedError traceback (part of distributed #7192): the last
+    heartbeat is allowed to finish first.
+    """
+
+    _beat: asyncio.Future | None = None
 
     async def heartbeat(self) -> None:
         self._beat = asyncio.ensure_future(super().heartbeat())
         await self._beat
 
-    def _poll_stop(self) -> None:
-        if self.status.name in ("running", "paused") and self._stop_check():
-            self.periodic_callbacks["launcher-stop"].stop()
-            self._closing = asyncio.ensure_future(self._stop())
+    async def close(self, *args, **kwargs):  # type: ignore[override]
+        if self.status.name not in ("closing", "closed", "failed"):
+            self.periodic_callbacks["heartbeat"].stop()
+            if self._beat is not None and not self._beat.done():
+                with contextlib.suppress(Exception):  # its own errors are logged upstream
+                    await asyncio.wait_for(asyncio.shield(self._beat), timeout=2)
+        return await super().close(*args, **kwargs)
+
+
+class MPIWorker(_StopListening, QuietWorker):
+    """The Dask worker in the MPI rank itself."""
+
+    def __init__(self, *args, stop_check: Callable[[], bool], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._listen_for_stop(stop_check)
 
     async def _stop(self) -> None:
-        # Worker.close closes the connection pool under a heartbeat still in flight,
-        # which then logs a CommClosedError traceback (part of distributed #7192): let
-        # the last heartbeat finish first.
-        self.periodic_callbacks["heartbeat"].stop()
-        if self._beat is not None and not self._beat.done():
-            with contextlib.suppress(Exception):  # its own errors are logged by distributed
-                await asyncio.wait_for(asyncio.shield(self._beat), timeout=2)
         # executor_wait=False: a task still running in a thread cannot be interrupted,
         # and the rank exits right after, so do not wait for it.
         await self.close(reason="launcher: job finished", executor_wait=False, timeout=5)
+
+
+class NannyChildWorker(QuietWorker):
+    """The worker in the process a nanny starts. Slurm signals every process of a job
+    step (scancel, time limit, --signal), so the worker processes get SIGTERM or
+    SIGUSR1 too: they leave those to their rank, which ends the job in order, instead
+    of dying at once and being restarted by their nanny during the shutdown."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        for signum in SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
+        super().__init__(*args, **kwargs)
+        self._rank_pid = os.getppid()
+        self.periodic_callbacks["launcher-orphan"] = PeriodicCallback(self._check_rank, 500)
+
+    def _check_rank(self) -> None:
+        """A worker whose rank was killed (SIGKILL, node trouble) must not outlive the
+        job, busy with a task nobody will collect: leave at once."""
+        if os.getppid() != self._rank_pid:
+            os._exit(1)
+
+
+def start_helpers_deaf_to_job_signals() -> None:
+    """Start multiprocessing's resource tracker now, immune to the job's signals.
+
+    Nannies start it with their first worker process. Slurm (and hydra) signal every
+    process of the job; the tracker ignores SIGTERM and SIGINT by itself but dies of
+    SIGUSR1 (the walltime warning), is relaunched, and then prints a KeyError traceback
+    for every resource it no longer knows. An ignored signal stays ignored across
+    exec, so it is started while these signals are ignored here.
+    """
+    from multiprocessing import resource_tracker
+
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in SIGNALS}
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+class MPINanny(_StopListening, Nanny):
+    """A ``distributed.Nanny`` in the MPI rank, its worker in a child process."""
+
+    def __init__(self, *args, stop_check: Callable[[], bool], **kwargs) -> None:
+        kwargs.setdefault("worker_class", NannyChildWorker)
+        super().__init__(*args, **kwargs)
+        self._listen_for_stop(stop_check)
+
+    async def _stop(self) -> None:
+        # Nanny.close asks the worker to finish its running tasks first (executor_wait);
+        # the job is over, so stop it without waiting, then close the nanny.
+        if self.process is not None:
+            with contextlib.suppress(Exception):
+                await self.process.kill(
+                    reason="launcher: job finished", timeout=2, executor_wait=False
+                )
+        await self.close(reason="launcher: job finished", timeout=2)

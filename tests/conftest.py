@@ -26,6 +26,11 @@ BIN = Path(sys.executable).parent
 MPIRUN = BIN / "mpirun"
 PYTHON = sys.executable
 REPO = Path(__file__).resolve().parent.parent
+#: Jobs started on this machine stay on loopback (the Slurm tests use namespaces).
+LOOPBACK_ONLY = {
+    "DASK_LAUNCHER__INTERFACE": "lo",
+    "DASK_LAUNCHER__DASHBOARD_ADDRESS": "127.0.0.1:8787",
+}
 
 
 @dataclass(repr=False)
@@ -84,7 +89,7 @@ class Started:
 
     def __init__(self, cmd: list, env: dict[str, str] | None, cwd: Path | str | None) -> None:
         self.token = uuid.uuid4().hex
-        full_env = {**os.environ, **(env or {}), "LAUNCHER_TEST_TOKEN": self.token}
+        full_env = {**os.environ, **LOOPBACK_ONLY, **(env or {}), "LAUNCHER_TEST_TOKEN": self.token}
         self.cmd = [str(c) for c in cmd]
         self.started = time.monotonic()
         self.proc = subprocess.Popen(

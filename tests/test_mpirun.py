@@ -97,7 +97,8 @@ def test_module_target_runs_as_main(tmp_path):
 
 
 def test_single_process_without_mpirun(script):
-    path = script(WORKLOAD.replace("assert os.getpid() not in", "assert os.getpid() in"))
+    # The worker runs under a nanny, in a process of its own even here.
+    path = script(WORKLOAD)
     result = run(launcher_cmd(str(path), n=None))
     assert_clean(result)
     assert "workers at start [0]" in result.stdout and "all good" in result.stdout
@@ -148,15 +149,18 @@ def test_summary_on_success_and_on_failure(script, tmp_path):
     assert data["status"] == "ok" and data["exit_code"] == 0
     assert (data["mpi_size"], data["layout"], data["workers"]) == (4, "compact", 3)
     assert data["threads_per_worker"] == 1 and data["memory_limit_bytes"] > 0
-    assert data["scheduler_address"].startswith("tcp://")
+    assert data["protocol"] == "tls" and data["scheduler_address"].startswith("tls://")
     assert data["dashboard_url"].startswith("http://") and data["dashboard_url"].endswith("/status")
     for key in ("startup_seconds", "run_seconds", "shutdown_seconds"):
         assert 0 <= data[key] < 60
     failing = script("raise SystemExit(4)\n")
-    result = run(launcher_cmd("--summary", str(bad), "--no-dashboard", str(failing)))
+    result = run(
+        launcher_cmd("--summary", str(bad), "--no-dashboard", "--insecure", str(failing))
+    )
     assert_clean(result, 4)
     data = json.loads(bad.read_text())
     assert data["status"] == "failed" and data["exit_code"] == 4 and data["dashboard_url"] is None
+    assert data["protocol"] == "tcp" and data["scheduler_address"].startswith("tcp://")
 
 
 def test_sizing_from_slurm_variables_reaches_the_workers(script, tmp_path):
@@ -202,7 +206,7 @@ def test_interface_flag(script):
     )
     result = run(launcher_cmd("--interface", "lo", str(path)))
     assert_clean(result)
-    assert "addr tcp://127.0.0.1:" in result.stdout
+    assert "addr tls://127.0.0.1:" in result.stdout
 
 
 def test_missing_interface_lists_the_real_ones():

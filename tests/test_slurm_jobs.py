@@ -85,7 +85,7 @@ def test_saga_demo_sized_from_the_allocation(one):
     assert summary["threads_per_worker"] == 2
     assert summary["memory_limit_bytes"] == 2 * 500 * MIB
     # saga.sh asks for ib0: the scheduler listens on the node's ib0 address.
-    assert summary["scheduler_address"].startswith("tcp://10.42.0."), summary
+    assert summary["scheduler_address"].startswith("tls://10.42.0."), summary
 
 
 @pytest.mark.parametrize("jobscript", ["betzy.sh", "olivia.sh"])
@@ -249,7 +249,7 @@ def test_three_nodes_workers_on_every_node(three, jobscript):
     summary = three.summary(job)
     assert sorted(set(summary["worker_hosts"])) == ["n1", "n2", "n3"]
     assert summary["workers"] == 5
-    assert re.match(r"tcp://10\.42\.0\.\d+:", summary["scheduler_address"]), summary
+    assert re.match(r"tls://10\.42\.0\.\d+:", summary["scheduler_address"]), summary
 
 
 def test_three_nodes_demo_as_in_the_issue(three):
