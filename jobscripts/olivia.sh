@@ -62,4 +62,7 @@ if [ -n "${SCRATCH:-}" ]; then
     export DASK_LAUNCHER__LOCAL_DIRECTORY=${DASK_LAUNCHER__LOCAL_DIRECTORY:-$SCRATCH}
 fi
 
-exec srun python -m launcher --summary "dask-summary-${SLURM_JOB_ID}.json" "$@"
+# exec: Slurm's signals reach srun and the tasks; the job's exit code is your script's.
+# --kill-on-bad-exit: a dead rank ends the job at once (a killed worker process does
+# not count: its nanny restarts it).
+exec srun --kill-on-bad-exit=1 python -m launcher --summary "dask-summary-${SLURM_JOB_ID}.json" "$@"

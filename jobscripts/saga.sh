@@ -56,5 +56,8 @@ export PATH="$LAUNCHER_VENV/bin:$PATH"
 export DASK_LAUNCHER__INTERFACE=${DASK_LAUNCHER__INTERFACE:-ib0}
 
 # exec: srun replaces this shell, so Slurm's signals reach srun and the tasks, and the
-# job's exit code is your script's. The summary is JSON for the morning after.
-exec srun python -m launcher --summary "dask-summary-${SLURM_JOB_ID}.json" "$@"
+# job's exit code is your script's. --kill-on-bad-exit: if a rank dies (the scheduler's
+# node fails, a process is killed), the whole job ends at once instead of waiting;
+# a killed worker process does not count, its nanny restarts it. The summary is JSON
+# for the morning after.
+exec srun --kill-on-bad-exit=1 python -m launcher --summary "dask-summary-${SLURM_JOB_ID}.json" "$@"

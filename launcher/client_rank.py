@@ -161,6 +161,9 @@ class ClientRank:
             self.summary.status = cause.status
             self.summary.error = error or cause.reason
         else:
+            # The user's code may have failed because the cluster did (before the watch
+            # noticed): say so.
+            self.summary.error = self.summary.error or self.health()
             self.summary.status = "ok" if code == 0 else "failed"
         self.summary.exit_code = code
         others = [r.rank for r in plan.ranks if r.rank != self.me.rank]
@@ -177,7 +180,8 @@ class ClientRank:
         if ran:
             self.summary.shutdown_seconds = round(time.monotonic() - ending, 3)
         if late:
-            self.summary.error = f"ranks {late} did not close within the shutdown timeout"
+            note = f"ranks {late} did not close within the shutdown timeout"
+            self.summary.error = f"{self.summary.error}; {note}" if self.summary.error else note
         self.summary.report(plan.summary_path)
         if late:
             self.comm.abort(code or 1)  # ends the stuck ranks; no walltime waits for them

@@ -136,10 +136,16 @@ class MPINanny(_StopListening, Nanny):
 
     async def _stop(self) -> None:
         # Nanny.close asks the worker to finish its running tasks first (executor_wait);
-        # the job is over, so stop it without waiting, then close the nanny.
-        if self.process is not None:
+        # the job is over, so stop it without waiting, then close the nanny. A worker
+        # still starting (say, restarting after its scheduler died) would make the
+        # graceful way wait for it to come up: it is killed instead.
+        worker = self.process
+        if worker is not None and worker.process is not None:
             with contextlib.suppress(Exception):
-                await self.process.kill(
-                    reason="launcher: job finished", timeout=2, executor_wait=False
-                )
+                if worker.status.name == "running":
+                    await worker.kill(
+                        reason="launcher: job finished", timeout=2, executor_wait=False
+                    )
+                else:
+                    await worker.process.kill()
         await self.close(reason="launcher: job finished", timeout=2)

@@ -218,3 +218,36 @@ def slurm_one():
 def slurm_three():
     """Three nodes, each in its own network namespace with its own ``ib0`` address."""
     yield from _cluster("LAUNCHER_TEST_SLURM3", "--nodes", "3")
+
+
+def _held_shared_memory() -> set[str]:
+    """Paths under /dev/shm that some live process has mapped or open."""
+    held: set[str] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for line in (entry / "maps").read_text().splitlines():
+                if "/dev/shm/" in line:
+                    held.add(line.split(maxsplit=5)[-1])
+        with contextlib.suppress(OSError):
+            for fd in (entry / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    target = os.readlink(fd)
+                    if target.startswith("/dev/shm/"):
+                        held.add(target)
+    return held
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leaked_shared_memory():
+    """Processes the tests kill on purpose leave MPICH's and multiprocessing's shared
+    memory behind in /dev/shm (RAM): remove what this session made and nobody holds."""
+    started = time.time()
+    yield
+    held = _held_shared_memory()
+    for pattern in ("mpich_shm_*", "sem.mp-*"):
+        for path in Path("/dev/shm").glob(pattern):
+            with contextlib.suppress(OSError):
+                if path.stat().st_mtime >= started and str(path) not in held:
+                    path.unlink()

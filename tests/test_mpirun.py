@@ -154,9 +154,7 @@ def test_summary_on_success_and_on_failure(script, tmp_path):
     for key in ("startup_seconds", "run_seconds", "shutdown_seconds"):
         assert 0 <= data[key] < 60
     failing = script("raise SystemExit(4)\n")
-    result = run(
-        launcher_cmd("--summary", str(bad), "--no-dashboard", "--insecure", str(failing))
-    )
+    result = run(launcher_cmd("--summary", str(bad), "--no-dashboard", "--insecure", str(failing)))
     assert_clean(result, 4)
     data = json.loads(bad.read_text())
     assert data["status"] == "failed" and data["exit_code"] == 4 and data["dashboard_url"] is None

@@ -1,0 +1,269 @@
+"""Fault injection, for real: killed workers, killed schedulers and clients, workers that
+cannot reach the scheduler, foreign processes knocking on the cluster's ports, broken
+environments. Every run has a timeout; nothing may outlive its job."""
+
+import json
+import os
+import re
+import signal
+import socket
+import time
+
+import pytest
+
+from tests.conftest import PYTHON, launcher_cmd, run, start
+from tests.test_mpirun import assert_clean
+from tests.test_slurm_jobs import JOBSCRIPTS, Submitter
+
+KILL_A_WORKER = """
+import os, time
+from distributed import get_client
+client = get_client()
+before = sorted(client.run(os.getpid).values())
+print("WORKERS", *before, flush=True)
+futures = client.map(lambda i: (time.sleep(0.3), i * 2)[1], range(40), pure=False)
+print("STARTED", flush=True)
+total = sum(client.gather(futures))
+client.wait_for_workers(3, timeout=30)
+after = sorted(client.run(os.getpid).values())
+print("RESULT", total, "NEW WORKERS", len(set(after) - set(before)), flush=True)
+"""
+
+
+def test_a_killed_worker_process_is_restarted_and_the_job_succeeds(script):
+    job = start(launcher_cmd(str(script(KILL_A_WORKER))))
+    victim = int(job.wait_for_line("WORKERS").split()[1])
+    job.wait_for_line("STARTED")
+    time.sleep(0.5)
+    os.kill(victim, signal.SIGKILL)
+    result = job.finish(timeout=90)
+    assert_clean(result)
+    assert f"RESULT {2 * sum(range(40))} NEW WORKERS 1" in result.stdout
+
+
+MEMORY_HOG = """
+import time
+from distributed import KilledWorker, get_client
+client = get_client()
+
+def hog(nbytes):
+    data = b"\\x01" * nbytes
+    time.sleep(3)
+    return len(data)
+
+try:
+    client.submit(hog, 700_000_000).result()
+except KilledWorker as err:
+    print("KILLED", type(err).__name__, flush=True)
+client.wait_for_workers(3, timeout=30)  # the killed workers are back
+print("AFTER", client.submit(lambda: 42).result(), len(client.scheduler_info()["workers"]))
+"""
+
+
+def test_a_task_over_the_memory_limit_restarts_its_worker_not_the_job(script):
+    env = {"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "1"}
+    result = run(
+        launcher_cmd("--memory-limit", "300MiB", str(script(MEMORY_HOG))), env=env, timeout=120
+    )
+    assert_clean(result)
+    assert "KILLED KilledWorker" in result.stdout
+    assert "AFTER 42 3" in result.stdout
+
+
+SLEEPY = """
+import os, time, dask
+from distributed import get_client
+client = get_client()
+print("PIDS", os.getpid(), client.run_on_scheduler(os.getpid), flush=True)
+dask.delayed(time.sleep)(600).compute()
+"""
+
+
+@pytest.mark.parametrize("victim", ["client", "scheduler"])
+@pytest.mark.parametrize("layout", ["compact", "dedicated"])
+def test_killing_the_scheduler_or_client_under_mpirun_ends_everything(script, layout, victim):
+    job = start(launcher_cmd("--layout", layout, str(script(SLEEPY))))
+    client, scheduler = map(int, job.wait_for_line("PIDS").split()[1:])
+    os.kill(client if victim == "client" else scheduler, signal.SIGKILL)
+    result = job.finish(timeout=30)
+    assert result.returncode != 0 and not result.leftovers, result
+    assert result.seconds < 60
+
+
+def test_plain_tcp_and_a_foreign_certificate_are_refused(script, tmp_path):
+    # A process of another user on the same node knocks on the scheduler, a worker and a
+    # nanny: without the run's certificate it gets nowhere, with TLS or without.
+    release = tmp_path / "release"
+    addresses = script(f"""
+import os, time
+from distributed import get_client
+client = get_client()
+workers = client.scheduler_info()["workers"]
+address = next(iter(workers))
+print("ADDRESSES", client.scheduler.address, address, workers[address]["nanny"], flush=True)
+while not os.path.exists({str(release)!r}):
+    time.sleep(0.1)
+print("STILL FINE", client.submit(sum, [1, 2]).result(), flush=True)
+""")
+    job = start(launcher_cmd(str(addresses)))
+    targets = job.wait_for_line("ADDRESSES").split()[1:]
+    try:
+        knock = run(
+            [PYTHON, "-m", "tests.knock", *targets],
+            timeout=60,
+            cwd=os.path.dirname(os.path.dirname(__file__)),
+        )
+    finally:
+        release.touch()
+    result = job.finish(timeout=60)
+    assert_clean(result)
+    assert "STILL FINE 3" in result.stdout
+    assert knock.returncode == 0, knock
+    assert knock.stdout.count("refused") == 3 * 2, knock  # 3 targets x 2 kinds of knock
+    assert "accepted" not in knock.stdout, knock
+
+
+def test_without_tls_a_foreign_process_gets_in(script, tmp_path):
+    """The control experiment: the same knock succeeds against --insecure."""
+    release = tmp_path / "release"
+    addresses = script(f"""
+import os, time
+from distributed import get_client
+print("ADDRESSES", get_client().scheduler.address, flush=True)
+while not os.path.exists({str(release)!r}):
+    time.sleep(0.1)
+""")
+    job = start(launcher_cmd("--insecure", str(addresses)))
+    target = job.wait_for_line("ADDRESSES").split()[1]
+    try:
+        knock = run(
+            [PYTHON, "-m", "tests.knock", target],
+            timeout=60,
+            cwd=os.path.dirname(os.path.dirname(__file__)),
+        )
+    finally:
+        release.touch()
+    assert_clean(job.finish(timeout=60))
+    assert "plain: accepted" in knock.stdout, knock
+
+
+def test_tls_without_cryptography_is_one_clear_line(tmp_path):
+    fake = tmp_path / "no-cryptography" / "cryptography"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('cryptography is not installed')\n")
+    env = {"PYTHONPATH": str(fake.parent)}
+    result = run(launcher_cmd(), env=env)
+    assert_clean(result, 2)
+    assert result.stderr.count("needs the 'cryptography' package") == 1, result
+    assert "--insecure" in result.stderr and "final result" not in result.stdout
+    assert_clean(run(launcher_cmd("--insecure"), env=env))
+
+
+def test_a_local_directory_that_cannot_be_made_is_reported(tmp_path):
+    not_a_directory = tmp_path / "a-file"
+    not_a_directory.write_text("")
+    result = run(launcher_cmd("--local-directory", str(not_a_directory)), timeout=90)
+    assert_clean(result, 1)
+    assert re.search(
+        r"cannot create its local directory .*a-file.*: Not a directory; "
+        r"point --local-directory",
+        result.stderr,
+    ), result
+    assert "final result" not in result.stdout and result.seconds < 60
+
+
+def test_a_taken_dashboard_port_falls_back_and_says_so(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        summary = tmp_path / "summary.json"
+        result = run(
+            launcher_cmd("--dashboard-address", f"127.0.0.1:{port}", "--summary", str(summary))
+        )
+    assert_clean(result)
+    assert result.stderr.count(f"dashboard address 127.0.0.1:{port} is taken; serving") == 1
+    assert f":{port}/" not in json.loads(summary.read_text())["dashboard_url"]
+    assert "UserWarning" not in result.stderr
+
+
+# --- the same faults under srun, where one dead task does not end the others -----------
+
+
+@pytest.fixture
+def one(slurm_one, tmp_path):
+    return Submitter(slurm_one, tmp_path)
+
+
+@pytest.fixture
+def three(slurm_three, tmp_path):
+    return Submitter(slurm_three, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("layout", "victim"),
+    [("compact", "client"), ("dedicated", "client"), ("dedicated", "scheduler")],
+)
+def test_killing_the_scheduler_or_client_under_srun_ends_the_job(one, layout, victim):
+    path = one.script("sleepy.py", SLEEPY)
+    job = one.submit("--ntasks=4", args=["--layout", layout, path])
+    pids = one.cluster.wait_for_output(job, r"^PIDS (\d+) (\d+)$")
+    client, scheduler = int(pids.group(1)), int(pids.group(2))
+    killed = time.monotonic()
+    os.kill(client if victim == "client" else scheduler, signal.SIGKILL)
+    state, exit_code = one.finish(job, timeout=60)
+    assert time.monotonic() - killed < 30, job.text
+    assert state == "FAILED" and exit_code != "0:0", job.text
+
+
+@pytest.mark.parametrize(
+    ("layout", "victim", "error"),
+    [("compact", "client", "stopped answering"), ("dedicated", "scheduler", "cannot be reached")],
+)
+def test_without_kill_on_bad_exit_the_launcher_notices_by_itself(one, layout, victim, error):
+    # srun as a user may call it by hand: no --kill-on-bad-exit, so a dead task does not
+    # end the others. The client's heartbeat (or its lost scheduler) ends the job anyway.
+    text = (JOBSCRIPTS / "saga.sh").read_text()
+    assert "srun --kill-on-bad-exit=1 python" in text
+    jobscript = one.script("by-hand.sh", text.replace("--kill-on-bad-exit=1 ", ""))
+    path = one.script("sleepy.py", SLEEPY)
+    job = one.submit("--ntasks=4", jobscript=jobscript, args=["--layout", layout, path])
+    pids = one.cluster.wait_for_output(job, r"^PIDS (\d+) (\d+)$")
+    client, scheduler = int(pids.group(1)), int(pids.group(2))
+    killed = time.monotonic()
+    os.kill(client if victim == "client" else scheduler, signal.SIGKILL)
+    state, exit_code = one.finish(job, timeout=90)
+    assert time.monotonic() - killed < 60, job.text
+    assert state == "FAILED" and exit_code != "0:0", job.text
+    summary = one.summary(job)
+    assert summary["status"] == "failed" and error in summary["error"], summary
+
+
+def test_a_worker_killed_under_srun_is_restarted(one):
+    path = one.script("kill.py", KILL_A_WORKER)
+    job = one.submit("--ntasks=4", args=[path])
+    victim = int(one.cluster.wait_for_output(job, r"^WORKERS (\d+)").group(1))
+    one.cluster.wait_for_output(job, r"^STARTED$")
+    os.kill(victim, signal.SIGKILL)
+    assert one.finish(job) == ("COMPLETED", "0:0"), job.text
+    assert "NEW WORKERS 1" in job.text
+
+
+def test_workers_that_cannot_reach_the_scheduler_fail_the_job_in_time(three):
+    # The scheduler listens on n1's loopback: the workers on n2 and n3 cannot reach it.
+    job = three.submit(
+        "--nodes=3",
+        "--ntasks-per-node=2",
+        "--ntasks=6",
+        args=["--interface", "lo", "--startup-timeout", "8"],
+    )
+    state, exit_code = three.finish(job, timeout=60)
+    assert (state, exit_code) == ("FAILED", "1:0"), job.text
+    text = job.text
+    assert re.search(
+        r"(could not reach the scheduler at tls://127\.0\.0\.1:\d+|did not join "
+        r"the scheduler at tls://127\.0\.0\.1:\d+)",
+        text,
+    ), text
+    assert "interface lo" in text or "--interface (lo)" in text, text
+    assert three.summary(job)["startup_seconds"] is None
