@@ -10,16 +10,20 @@ then clients, then the scheduler) so that nothing prints CommClosedError traceba
 
 from __future__ import annotations
 
+import contextlib
+import getpass
 import logging
+import os
 import sys
 import threading
 import time
 
-from distributed import Client
+from distributed import Client, performance_report
 
 from launcher.comm import DONE, FAILED, STOP, PatientComm, StartupAborted
 from launcher.interrupt import ClientWatch, Interrupted
 from launcher.plan import Plan
+from launcher.progress import Progress
 from launcher.protocol import final_barrier, prepare_directory, remove_directory, share_address
 from launcher.scheduler import SchedulerService
 from launcher.serving import describe, worker_options
@@ -64,7 +68,7 @@ class ClientRank:
             ready = time.monotonic()
             self.summary.startup_seconds = round(time.time() - self.started, 3)
             try:
-                code = run_target(self.plan.target)
+                code = self.run_user_code()
             finally:
                 self.watch.raising = False
                 self.summary.run_seconds = round(time.monotonic() - ready, 3)
@@ -72,6 +76,44 @@ class ClientRank:
             self.watch.raising = False
             code = err.exit_status
         return self.end(code, ran=self.summary.run_seconds is not None)
+
+    def run_user_code(self) -> int:
+        """The target, with progress lines and the performance report if asked for."""
+        assert self.client is not None
+        plan = self.plan
+        progress = None
+        if plan.progress_interval:
+            progress = Progress(self.client, plan.progress_interval, len(plan.workers))
+            progress.start()
+        try:
+            with self.report():
+                return run_target(plan.target)
+        finally:
+            if progress is not None:
+                progress.stop()
+
+    @contextlib.contextmanager
+    def report(self):
+        """distributed's performance report over the whole run, also when it fails; a
+        report that cannot be made costs one line, never the job's result."""
+        if not self.plan.report_path:
+            yield
+            return
+        report = performance_report(filename=self.plan.report_path)
+        try:
+            report.__enter__()
+        except Exception as err:
+            log.warning("cannot record a performance report: %s", describe(err))
+            yield
+            return
+        try:
+            yield
+        finally:
+            try:
+                report.__exit__(None, None, None)
+            except Exception as err:
+                log.warning("cannot write the performance report to %s: %s",
+                            self.plan.report_path, describe(err))
 
     def health(self) -> str | None:
         """What is wrong with the cluster, if anything (checked by the watch thread)."""
@@ -106,7 +148,6 @@ class ClientRank:
                 share_address(self.comm, plan, failure=f"scheduler: {describe(err)}")
                 raise ClusterError(f"the scheduler did not start: {describe(err)}") from err
             share_address(self.comm, plan, address=address)
-            self.summary.dashboard_url = self.service.dashboard_url
         else:
             try:
                 address = share_address(self.comm, plan)
@@ -114,9 +155,36 @@ class ClientRank:
                 raise ClusterError(str(err)) from None
         self.summary.scheduler_address = address
         self.client = Client(address)
-        if self.summary.dashboard_url is None and plan.dashboard:
-            self.summary.dashboard_url = self.client.dashboard_link
         self.wait_for_workers()
+        self.summary.dashboard_url = self.announce_dashboard()
+
+    def announce_dashboard(self) -> str | None:
+        """Where the dashboard is and, in a Slurm job, how to reach it from a laptop."""
+        assert self.client is not None
+        port = self.client.scheduler_info()["services"].get("dashboard")
+        if not (self.plan.dashboard and port):
+            return None
+        bound = self.plan.dashboard_address.rpartition(":")[0].strip("[]")
+        host = (
+            bound
+            if bound not in ("", "0.0.0.0", "::")
+            else (self.plan.for_rank(self.plan.scheduler_rank).host)
+        )
+        url = f"http://{host}:{port}/status"
+        log.info("dashboard at %s", url)
+        if self.plan.login_host:
+            user = os.environ.get("USER") or os.environ.get("LOGNAME") or getpass.getuser()
+            log.info(
+                "to open it from your laptop: ssh -N -L %d:%s:%d %s@%s  then browse "
+                "http://localhost:%d/status",
+                port,
+                host,
+                port,
+                user,
+                self.plan.login_host,
+                port,
+            )
+        return url
 
     def wait_for_workers(self) -> None:
         """Start user code only when every worker rank has joined, or fail clearly."""

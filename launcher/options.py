@@ -63,7 +63,11 @@ class Options:
     nanny: bool | None = None
     startup_timeout: float | None = None
     summary: str | None = None
+    report: str | None = None
+    progress_interval: float | None = None
+    progress: bool | None = None
     plan: bool = False
+    check: bool = False
     verbose: int = 0
     target: Target = field(default=DEMO)
 
@@ -178,9 +182,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a JSON summary of the run here at the end (also on failure)",
     )
     out.add_argument(
+        "--report",
+        metavar="PATH",
+        help="write distributed's HTML performance report of the whole run here",
+    )
+    out.add_argument(
+        "--progress-interval",
+        type=_checked(seconds),
+        metavar="SECONDS",
+        help="print a progress line this often while your code runs (default 30)",
+    )
+    out.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        default=None,
+        help="no progress lines",
+    )
+    out.add_argument(
+        "--graph",
+        metavar="PATH",
+        help="with the demo: draw its task graph to PATH (.svg or .png; needs graphviz)",
+    )
+    out.add_argument(
         "--plan",
         action="store_true",
         help="print the resolved plan as JSON and exit without starting anything",
+    )
+    out.add_argument(
+        "--check",
+        action="store_true",
+        help="check this environment (MPI, Slurm, network, disk, TLS, versions), print a "
+        "table with a verdict and a fix per line, and exit non-zero if a check fails",
     )
     out.add_argument(
         "-v", "--verbose", action="count", default=0, help="show Dask's logs (-vv: debug)"
@@ -233,6 +266,13 @@ def parse(argv: list[str]) -> Options:
         target = Target("script", theirs[0], tuple(theirs[1:]))
     else:
         target = DEMO
+    if ns.graph is not None:
+        if target != DEMO:
+            parser.error(
+                "--graph draws the demo's task graph; in your own script call "
+                ".visualize(filename=...) on the collection"
+            )
+        target = Target(DEMO.kind, DEMO.name, ("--graph", ns.graph))
     return Options(
         nthreads=ns.nthreads,
         memory_limit=ns.memory_limit,
@@ -245,7 +285,11 @@ def parse(argv: list[str]) -> Options:
         nanny=ns.nanny,
         startup_timeout=ns.startup_timeout,
         summary=ns.summary,
+        report=ns.report,
+        progress_interval=ns.progress_interval,
+        progress=ns.progress,
         plan=ns.plan,
+        check=ns.check,
         verbose=ns.verbose,
         target=target,
     )

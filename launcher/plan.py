@@ -60,6 +60,9 @@ class Plan:
     run_directory: str
     target: Target
     summary_path: str | None
+    report_path: str | None
+    progress_interval: float | None  # None: no progress lines
+    login_host: str | None
     verbose: int
     sources: dict[str, str] = field(default_factory=dict)
 
@@ -86,6 +89,8 @@ class Plan:
             "startup_timeout": self.startup_timeout,
             "shutdown_timeout": self.shutdown_timeout,
             "interrupt_grace": self.interrupt_grace,
+            "progress_interval": self.progress_interval,
+            "login_host": self.login_host,
         }
         return {
             "mpi_size": self.mpi_size,
@@ -101,6 +106,7 @@ class Plan:
             "ranks": [{k: v for k, v in vars(r).items() if v is not None} for r in self.ranks],
             "target": self.target.to_dict(),
             "summary": self.summary_path,
+            "report": self.report_path,
         }
 
     def to_json(self) -> str:
@@ -261,6 +267,16 @@ def make_plan(inputs: PlanInputs) -> Plan:
         settings["interrupt-grace"].source,
     )
 
+    progress, progress_source = _pick(opts.progress, "--no-progress", settings["progress"])
+    interval, interval_source = _pick(
+        opts.progress_interval, "--progress-interval", settings["progress-interval"]
+    )
+    sources["progress_interval"] = interval_source if progress else progress_source
+    login = _pick(None, "", settings["login-host"])
+    if login is None and inputs.env.get("SLURM_SUBMIT_HOST"):
+        login = inputs.env["SLURM_SUBMIT_HOST"], "env SLURM_SUBMIT_HOST"
+    login_host, sources["login_host"] = login or (None, "default (not in a Slurm job)")
+
     ranks = []
     for rank, (host, rank_roles) in enumerate(zip(inputs.rank_hosts, roles, strict=True)):
         if "worker" in rank_roles:
@@ -294,6 +310,9 @@ def make_plan(inputs: PlanInputs) -> Plan:
         run_directory=run_directory,
         target=opts.target,
         summary_path=opts.summary,
+        report_path=opts.report,
+        progress_interval=interval if progress else None,
+        login_host=login_host,
         verbose=opts.verbose,
         sources=sources,
     )

@@ -42,13 +42,6 @@ class SchedulerService:
         self._thread.start()
         return self._ready.result(timeout=self.plan.startup_timeout)
 
-    @property
-    def dashboard_url(self) -> str | None:
-        if not (self.plan.dashboard and self.scheduler):
-            return None
-        port = self.scheduler.http_server.port if self.scheduler.http_server else None
-        return f"http://{self.scheduler.ip}:{port}/status" if port else None
-
     def stop(self, timeout: float) -> bool:
         """Close and wait up to ``timeout``; False if the thread is still running."""
         if self._thread.is_alive() and self._loop is not None and self._stop is not None:

@@ -115,11 +115,11 @@ class Started:
         for line in stream:
             lines.append(line)
 
-    def wait_for_line(self, prefix: str, timeout: float = 60) -> str:
-        """The first stdout line starting with ``prefix``; fails the test on timeout."""
+    def wait_for_line(self, prefix: str, timeout: float = 60, stream: str = "stdout") -> str:
+        """The first line of ``stream`` starting with ``prefix``; fails the test on timeout."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for line in list(self.stdout):
+            for line in list(getattr(self, stream)):
                 if line.startswith(prefix):
                     return line
             if self.proc.poll() is not None and not any(r.is_alive() for r in self._readers):
