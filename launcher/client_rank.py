@@ -21,6 +21,7 @@ import time
 from distributed import Client, performance_report
 
 from launcher.comm import DONE, FAILED, STOP, PatientComm, StartupAborted
+from launcher.forkserver import start_worker_helpers
 from launcher.interrupt import ClientWatch, Interrupted
 from launcher.plan import Plan
 from launcher.progress import Progress
@@ -29,7 +30,6 @@ from launcher.scheduler import SchedulerService
 from launcher.serving import describe, worker_options
 from launcher.summary import Summary
 from launcher.usercode import run_target
-from launcher.worker import start_helpers_deaf_to_job_signals
 
 log = logging.getLogger("launcher")
 
@@ -52,7 +52,7 @@ class ClientRank:
 
     def run(self) -> int:
         if self.plan.nanny and "worker" in self.me.roles:
-            start_helpers_deaf_to_job_signals()
+            start_worker_helpers(fork_server=False)
         self.watch.install()
         self.watch.raising = True
         try:
@@ -112,8 +112,11 @@ class ClientRank:
             try:
                 report.__exit__(None, None, None)
             except Exception as err:
-                log.warning("cannot write the performance report to %s: %s",
-                            self.plan.report_path, describe(err))
+                log.warning(
+                    "cannot write the performance report to %s: %s",
+                    self.plan.report_path,
+                    describe(err),
+                )
 
     def health(self) -> str | None:
         """What is wrong with the cluster, if anything (checked by the watch thread)."""

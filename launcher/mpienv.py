@@ -25,6 +25,14 @@ def intended_rank(env: Mapping[str, str]) -> int:
     return 0
 
 
+def launched_size(env: Mapping[str, str]) -> int:
+    """How many processes the launcher that started us started (1 if none did)."""
+    for name in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_STEP_NUM_TASKS"):
+        if _count(env, name) > 0:
+            return _count(env, name)
+    return 1
+
+
 def library_name(mpi_library: str) -> str:
     """First line of ``MPI_Get_library_version``, spaces folded: "MPICH Version: 5.0.2"."""
     text = mpi_library.replace("\x00", "").strip()

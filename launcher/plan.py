@@ -18,6 +18,7 @@ from typing import Any
 
 from launcher.config import Setting
 from launcher.hostfacts import HostFacts
+from launcher.mpienv import intended_rank, launched_size
 from launcher.options import Options, Target
 from launcher.slurm import MIB, Allocation, read_allocation
 
@@ -223,6 +224,25 @@ def _check_interface(name: str, source: str, inputs: PlanInputs) -> None:
                 f"network interface {name!r} ({source}) on {host} has no IPv4 address; "
                 f"interfaces with one: {', '.join(with_ip) or 'none'}"
             )
+
+
+def hosts_a_nanny(
+    env: Mapping[str, str], options: Options, settings: Mapping[str, Setting]
+) -> bool:
+    """Before MPI is up: will this process run a worker under a nanny?
+
+    Decided from what the process launcher says (rank, size), so that the fork server
+    can be started before MPI_Init; the plan made later is the authority, and a wrong
+    guess only costs speed.
+    """
+    nanny = options.nanny if options.nanny is not None else settings["nanny"].value
+    if not nanny:
+        return False
+    size, rank = launched_size(env), intended_rank(env)
+    layout = options.layout or settings["layout"].value
+    if size == 1:
+        return True  # one process: the worker is the nanny's child here
+    return rank >= (2 if layout == "dedicated" else 1)
 
 
 def make_plan(inputs: PlanInputs) -> Plan:

@@ -19,6 +19,7 @@ import dask
 import dask_mpi
 
 from launcher.comm import DONE, FAILED, PatientComm, StartupAborted
+from launcher.forkserver import start_worker_helpers
 from launcher.interrupt import ServingWatch
 from launcher.plan import Plan, RankPlan
 from launcher.protocol import (
@@ -30,7 +31,6 @@ from launcher.protocol import (
 )
 from launcher.scheduler import SchedulerService
 from launcher.summary import Summary
-from launcher.worker import start_helpers_deaf_to_job_signals
 
 log = logging.getLogger("launcher")
 
@@ -69,7 +69,7 @@ class ServingRank:
 
     def run(self) -> int:
         if self.plan.nanny and self.me.is_worker:
-            start_helpers_deaf_to_job_signals()
+            start_worker_helpers(fork_server=False)
         self.watch.install()
         failure = self.run_scheduler() if "scheduler" in self.me.roles else self.run_worker()
         return self.finish(failure)

@@ -107,25 +107,6 @@ class NannyChildWorker(QuietWorker):
             os._exit(1)
 
 
-def start_helpers_deaf_to_job_signals() -> None:
-    """Start multiprocessing's resource tracker now, immune to the job's signals.
-
-    Nannies start it with their first worker process. Slurm (and hydra) signal every
-    process of the job; the tracker ignores SIGTERM and SIGINT by itself but dies of
-    SIGUSR1 (the walltime warning), is relaunched, and then prints a KeyError traceback
-    for every resource it no longer knows. An ignored signal stays ignored across
-    exec, so it is started while these signals are ignored here.
-    """
-    from multiprocessing import resource_tracker
-
-    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in SIGNALS}
-    try:
-        resource_tracker.ensure_running()
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
 class MPINanny(_StopListening, Nanny):
     """A ``distributed.Nanny`` in the MPI rank, its worker in a child process."""
 

@@ -7,7 +7,7 @@ import pytest
 from launcher.config import PACKAGE_DEFAULTS, Setting
 from launcher.hostfacts import HostFacts
 from launcher.options import Options, Target
-from launcher.plan import PlanError, PlanInputs, make_plan
+from launcher.plan import PlanError, PlanInputs, hosts_a_nanny, make_plan
 from launcher.slurm import MIB
 
 GIB = 1024**3
@@ -201,3 +201,18 @@ def test_plan_json_names_every_value_and_its_source():
         "local_directory": "/tmp/dask-launcher-t1/worker-1",
     }
     assert data["target"] == {"kind": "script", "name": "a.py", "argv": ["x"]}
+
+
+@pytest.mark.parametrize(
+    ("env", "options", "expected"),
+    [
+        ({}, Options(), True),  # one process: its worker runs under a nanny
+        ({"PMI_RANK": "0", "PMI_SIZE": "4"}, Options(), False),  # scheduler and client
+        ({"PMI_RANK": "1", "PMI_SIZE": "4"}, Options(), True),
+        ({"PMI_RANK": "1", "PMI_SIZE": "4"}, Options(layout="dedicated"), False),
+        ({"SLURM_PROCID": "2", "SLURM_STEP_NUM_TASKS": "4"}, Options(layout="dedicated"), True),
+        ({"OMPI_COMM_WORLD_RANK": "3", "OMPI_COMM_WORLD_SIZE": "4"}, Options(nanny=False), False),
+    ],
+)
+def test_which_ranks_run_a_nanny_is_known_before_mpi(env, options, expected):
+    assert hosts_a_nanny(env, options, defaults()) is expected
