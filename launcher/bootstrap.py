@@ -176,6 +176,10 @@ def run(argv: list[str], env: Mapping[str, str]) -> int:
         options, early = None, Stop(err.status, err.message.rstrip())
     except EarlyExit as err:
         options, early = None, Stop(0, err.message.rstrip())
+    if options is not None and options.check:  # connects MPI itself, reporting what fails
+        from launcher.preflight import preflight
+
+        return preflight(options, env)
 
     world, library = connect_mpi(env)
     size, rank = world.Get_size(), world.Get_rank()
