@@ -81,6 +81,13 @@ def end_process(status: int) -> NoReturn:
     MPICH: its PMI connection is closed by a C ``atexit`` handler, and a process that
     skips it looks crashed to hydra, which then SIGKILLs the other ranks (exit code 9).
     C's ``exit()`` runs those handlers but not Python's teardown.
+
+    Only one rank (the client rank, or rank 0 for errors before the cluster) carries the
+    job's exit status; the others exit 0. Launchers end or misreport a job when a rank
+    exits non-zero while others still run (hydra kills them, ``srun
+    --kill-on-bad-exit`` cancels them and reports the signal), so the carrier exits a
+    moment after MPI_Finalize, once the others are gone; the status that reaches
+    mpirun/srun is then the carrier's.
     """
     sys.stdout.flush()
     sys.stderr.flush()
@@ -90,6 +97,8 @@ def end_process(status: int) -> NoReturn:
     mpi = sys.modules.get("mpi4py.MPI")
     if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
         mpi.Finalize()
+    if status != 0:
+        time.sleep(0.2)
     ctypes.CDLL(None).exit(status)
     os._exit(status)  # not reached
 
@@ -102,9 +111,11 @@ def configure_logging(verbose: int) -> None:
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", levels.get(verbose, "debug"))
     import distributed  # noqa: F401  (its import installs the handlers we adjust)
 
+    ours = logging.getLogger("launcher")
+    if ours.handlers:
+        return  # configured already, before MPI_Init (see prepare_before_mpi)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("launcher: %(message)s"))
-    ours = logging.getLogger("launcher")
     ours.addHandler(handler)
     ours.setLevel(logging.INFO)
     ours.propagate = False
@@ -112,6 +123,30 @@ def configure_logging(verbose: int) -> None:
     logging.getLogger("distributed").setLevel(level)
     if verbose == 0:
         logging.getLogger("asyncio").addFilter(_drop_interrupted_gather)
+
+
+def prepare_before_mpi(options: Options, env: Mapping[str, str]) -> None:
+    """The slow imports, before MPI_Init, on every rank at once.
+
+    MPI_Init waits for every process of the job, so whatever a rank does before it
+    delays all the others, and whatever it does after it runs in parallel only if the
+    others are doing the same. So every rank imports distributed first; a rank that will
+    run a nanny then forks its fork server (launcher/forkserver.py: worker processes
+    start without a second import), which must happen before MPI_Init. A wrong guess
+    about the roles, or a config error reported later by one rank, only costs speed.
+    """
+    from launcher.config import ConfigError, read_settings
+    from launcher.plan import hosts_a_nanny
+
+    try:
+        settings = read_settings()
+    except ConfigError:
+        return
+    configure_logging(options.verbose)
+    if hosts_a_nanny(env, options, settings):
+        from launcher.forkserver import start_worker_helpers
+
+        start_worker_helpers(fork_server=True)  # before any thread is started
 
 
 def _drop_interrupted_gather(record: logging.LogRecord) -> bool:
@@ -180,13 +215,18 @@ def run(argv: list[str], env: Mapping[str, str]) -> int:
         from launcher.preflight import preflight
 
         return preflight(options, env)
+    if options is not None and not options.plan:
+        prepare_before_mpi(options, env)
 
     world, library = connect_mpi(env)
     size, rank = world.Get_size(), world.Get_rank()
     speaker = rank == 0 and (size > 1 or intended_rank(env) == 0)
 
     def stop(reason: Stop) -> int:
-        if speaker and reason.message:
+        """One rank says why and carries the exit status; see end_process."""
+        if not speaker:
+            return 0
+        if reason.message:
             print(reason.message, file=sys.stdout if reason.status == 0 else sys.stderr)
         return reason.status
 
@@ -249,13 +289,10 @@ def main(argv: list[str] | None = None) -> NoReturn:
     try:
         status = run(sys.argv[1:] if argv is None else argv, os.environ)
     except Stop as reason:  # before MPI could say which rank this is
-        if intended_rank(os.environ) == 0:
+        speaker = intended_rank(os.environ) == 0
+        if speaker:
             print(reason.message, file=sys.stderr, flush=True)
-        else:
-            # Let rank 0 speak first: launchers end the job when the first process
-            # exits non-zero, and rank 0 may not have printed yet.
-            time.sleep(1.0)
-        status = reason.status
+        status = reason.status if speaker else 0  # see end_process
     end_process(status)
 
 

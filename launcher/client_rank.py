@@ -159,6 +159,8 @@ class ClientRank:
         self.summary.scheduler_address = address
         self.client = Client(address)
         self.wait_for_workers()
+        if self.service is not None:
+            self.service.attach_dashboard()
         self.summary.dashboard_url = self.announce_dashboard()
 
     def announce_dashboard(self) -> str | None:

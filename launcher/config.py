@@ -65,7 +65,7 @@ def memory_bytes(raw: Any) -> int:
 
 
 def seconds(raw: Any) -> float:
-    """Seconds from a number or a Dask time string such as ``"30s"`` or ``"2min"``."""
+    """Seconds from a number or a Dask time string such as ``"30s"`` or ``"2m"``."""
     if isinstance(raw, bool):
         raise ConfigError(f"expected a duration such as 30 or 30s, got {raw!r}")
     try:
@@ -92,8 +92,10 @@ def text(raw: Any) -> str:
 def boolean(raw: Any) -> bool:
     if isinstance(raw, bool):
         return raw
-    if isinstance(raw, str) and raw.strip().lower() in ("true", "yes", "1", "false", "no", "0"):
-        return raw.strip().lower() in ("true", "yes", "1")
+    # DASK_LAUNCHER__TLS=0 arrives as the int 0: Dask parses environment values.
+    word = str(raw).strip().lower()
+    if word in ("true", "yes", "1", "false", "no", "0"):
+        return word in ("true", "yes", "1")
     raise ConfigError(f"expected true or false, got {raw!r}")
 
 
@@ -133,27 +135,36 @@ def _yaml_files() -> list[Path]:
     return files
 
 
-def _file_defining(key: str) -> Path | None:
-    """The last Dask config file that sets ``launcher.<key>`` (the one that wins)."""
-    found = None
-    spellings = {key, key.replace("-", "_")}
+def launcher_sections() -> list[tuple[Path, set[str]]]:
+    """Each Dask config file with a ``launcher:`` section, and the keys it sets.
+
+    Read once per run, and only files that mention "launcher" are parsed: Dask's config
+    directories hold other packages' files (dask-jobqueue's large jobqueue.yaml in every
+    tutorial user's ~/.config/dask), and every rank reads them at start-up.
+    """
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    sections = []
     for path in _yaml_files():
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            text = path.read_text()
+            if "launcher" not in text:
+                continue
+            data = yaml.load(text, Loader=loader) or {}
         except (OSError, yaml.YAMLError):
             continue
         section = data.get("launcher") if isinstance(data, dict) else None
-        if isinstance(section, dict) and spellings & set(section):
-            found = path
-    return found
+        if isinstance(section, dict):
+            sections.append((path, {str(k).replace("_", "-") for k in section}))
+    return sections
 
 
-def source_of(key: str) -> str:
+def source_of(key: str, sections: list[tuple[Path, set[str]]]) -> str:
     """Human-readable origin of ``launcher.<key>``: env var, file, or package default."""
     env = env_var_name(key)
     if env in os.environ:
         return f"env {env}"
-    path = _file_defining(key)
+    files = [path for path, keys in sections if key in keys]
+    path = files[-1] if files else None  # the last one wins
     if path is not None:
         return f"config {path}"
     if dask.config.get(f"launcher.{key}") != PACKAGE_DEFAULTS["launcher"][key]:
@@ -171,9 +182,10 @@ def read_settings() -> dict[str, Setting]:
             f"config key launcher.{key} is unknown; known keys: {', '.join(VALIDATORS)}"
         )
     settings = {}
+    sections = launcher_sections()
     for key, check in VALIDATORS.items():
         raw = dask.config.get(f"launcher.{key}")
-        source = source_of(key)
+        source = source_of(key, sections)
         if raw is None:
             if PACKAGE_DEFAULTS["launcher"][key] is not None:
                 raise ConfigError(f"config key launcher.{key} ({source}) must not be null")

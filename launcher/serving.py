@@ -121,6 +121,7 @@ class ServingRank:
             share_address(self.comm, self.plan, failure=failure)
             return failure
         share_address(self.comm, self.plan, address=address)
+        service.attach_dashboard()
         failure = None
         while not self.stop.check():
             if service.error is not None:
@@ -154,7 +155,7 @@ class ServingRank:
             os._exit(code)
         self.comm.send(None, self.plan.client_rank, DONE)
         final_barrier(self.comm, self.plan)
-        return code
+        return 0  # the client rank carries the job's exit status (bootstrap.end_process)
 
     def report_for_the_client(self, code: int, reason: str) -> None:
         """The client rank cannot write the summary any more: the first serving rank

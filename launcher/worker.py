@@ -27,7 +27,7 @@ from tornado.ioloop import PeriodicCallback
 
 from launcher.interrupt import SIGNALS
 
-STOP_POLL_MS = 50
+STOP_POLL_MS = 10  # how soon a worker notices the job's end; a poll costs microseconds
 
 
 class _StopListening:

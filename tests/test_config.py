@@ -106,3 +106,11 @@ def test_bad_yaml_type_names_the_file(tmp_path):
     result = run(launcher_cmd(n=None), env={"DASK_CONFIG": str(tmp_path)}, timeout=60)
     assert result.returncode == 2, result
     assert f"launcher.startup-timeout (config {tmp_path / 'x.yaml'})" in result.stderr
+
+
+def test_booleans_from_environment_variables():
+    from launcher.config import boolean
+
+    assert boolean(0) is False and boolean(1) is True and boolean("no") is False
+    with pytest.raises(ConfigError):
+        boolean(2)

@@ -46,7 +46,7 @@ def test_a_signal_anywhere_ends_the_job(script, tmp_path, signum, target):
     assert f"INTERRUPTED {signal.Signals(signum).name} received" in result.stdout
     data = json.loads(summary.read_text())
     assert data["status"] == "interrupted" and data["exit_code"] == 128 + signum
-    assert result.stderr.count("Traceback (most recent call last)") == 1
+    assert result.stderr.count("Traceback (most recent call last)") == 1, result.stderr
     assert "AllExit" not in result.stderr and "CommClosedError" not in result.stderr
 
 

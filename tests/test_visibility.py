@@ -7,6 +7,8 @@ import pty
 import re
 import shutil
 import subprocess
+import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -22,14 +24,26 @@ while not os.path.exists(sys.argv[1]):
 """
 
 
+def open_dashboard(url: str) -> tuple[int, str]:
+    """The page, allowing the moment the pages take to be mounted after the URL is
+    printed (launcher/scheduler.py: attach_dashboard); a user needs longer to click."""
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=20) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as err:
+            if err.code != 404 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def test_the_dashboard_answers_while_the_job_runs(script, tmp_path):
     release = tmp_path / "release"
     job = start(launcher_cmd(str(script(WAIT_FOR_RELEASE)), str(release)))
     try:
         line = job.wait_for_line("launcher: dashboard at ", stream="stderr")
-        url = line.split()[-1]
-        with urllib.request.urlopen(url, timeout=20) as response:
-            status, page = response.status, response.read().decode()
+        status, page = open_dashboard(line.split()[-1])
     finally:
         release.touch()
     assert_clean(job.finish(timeout=60))
