@@ -7,7 +7,6 @@ a constant, not the code.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,16 +19,14 @@ PYTHON = sys.executable
 MPIRUN = str(BIN / "mpirun")
 
 #: The launcher's leanest configuration: every flag that makes it start and stop
-#: faster. Add ``--insecure`` and the no-nanny flag here once the launcher has them.
-LEANEST_FLAGS: tuple[str, ...] = ("--no-dashboard",)
+#: faster (no dashboard, no TLS, workers without a nanny).
+LEANEST_FLAGS: tuple[str, ...] = ("--no-dashboard", "--insecure", "--no-nanny")
 
-#: The launcher with TLS on, for the throughput figure; None while the launcher has no
-#: TLS (the row then says "not yet available"). Once TLS is the default: ``()``.
-LAUNCHER_TLS_FLAGS: tuple[str, ...] | None = None
+#: The launcher with TLS on (its default), for the throughput figure.
+LAUNCHER_TLS_FLAGS: tuple[str, ...] = ()
 
-#: The launcher with TLS off, for the throughput figure. Once TLS is the default:
-#: ``("--insecure",)``.
-LAUNCHER_PLAIN_FLAGS: tuple[str, ...] = ()
+#: The launcher with TLS off, for the throughput figure.
+LAUNCHER_PLAIN_FLAGS: tuple[str, ...] = ("--insecure",)
 
 
 @dataclass(frozen=True)
@@ -47,8 +44,6 @@ class Contender:
     flags: tuple[str, ...] = ()
     mpi: bool = True
     tls: bool = False
-    needs: str | None = None  # a module that must be importable
-    unavailable: str | None = None  # why this contender cannot run at all (yet)
 
     def workers_for(self, ranks: int) -> int:
         """How many workers to wait for before user code counts as started.
@@ -76,14 +71,6 @@ class Contender:
             **{f"BENCH_{name.upper()}": str(value) for name, value in sizes.items()},
         }
 
-    def why_not(self) -> str | None:
-        """Why this contender cannot run here, or None."""
-        if self.unavailable:
-            return self.unavailable
-        if self.needs and importlib.util.find_spec(self.needs) is None:
-            return f"{self.needs} is not installed (pip install -e '.[bench]')"
-        return None
-
 
 LAUNCHER = Contender("launcher", "launcher (default)", "launcher")
 LEANEST = Contender("leanest", f"launcher ({' '.join(LEANEST_FLAGS)})", "launcher", LEANEST_FLAGS)
@@ -98,24 +85,12 @@ FLOOR = Contender(
 STARTUP: tuple[Contender, ...] = (LAUNCHER, LEANEST, INITIALIZE, EXECUTE, LOCAL, FLOOR)
 
 
-def _launcher_tls() -> Contender:
-    if LAUNCHER_TLS_FLAGS is None:
-        return Contender(
-            "launcher-tls",
-            "launcher, TLS",
-            "launcher",
-            tls=True,
-            unavailable="not yet available: the launcher has no TLS yet",
-        )
-    return Contender("launcher-tls", "launcher, TLS", "launcher", LAUNCHER_TLS_FLAGS, tls=True)
-
-
 #: Figure 4: the same workers and threads, TLS off and on.
 THROUGHPUT: tuple[Contender, ...] = (
     Contender("launcher-plain", "launcher, no TLS", "launcher", LAUNCHER_PLAIN_FLAGS),
-    _launcher_tls(),
+    Contender("launcher-tls", "launcher, TLS", "launcher", LAUNCHER_TLS_FLAGS, tls=True),
     Contender("local-plain", "LocalCluster, no TLS", "local", mpi=False),
-    Contender("local-tls", "LocalCluster, TLS", "local", mpi=False, tls=True, needs="cryptography"),
+    Contender("local-tls", "LocalCluster, TLS", "local", mpi=False, tls=True),
 )
 
 

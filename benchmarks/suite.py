@@ -153,8 +153,8 @@ class Suite:
 
     def run(self) -> Results:
         res = self.results
-        startup = self._available(STARTUP)
-        throughput = self._available(THROUGHPUT)
+        for contender in (*STARTUP, *THROUGHPUT):
+            res.labels[contender.key] = contender.label
         for key in ("launcher-srun", "slurmrunner-srun", "saga", "slurmcluster", "slurmrunner"):
             res.labels[key] = SLURM_LABELS[key]
             if self.slurm is None:
@@ -172,27 +172,16 @@ class Suite:
                 wide = ranks != self.sizes.ranks[0]
                 if wide and self.sizes.wide_reps is not None and rep >= self.sizes.wide_reps:
                     continue
-                for contender in rotated(startup, rep):
+                for contender in rotated(STARTUP, rep):
                     self.startup(contender, ranks)
                 self.in_job_steps(rep, ranks)
             if self.sizes.side_reps is None or rep < self.sizes.side_reps:
-                for contender in rotated(throughput, rep):
+                for contender in rotated(THROUGHPUT, rep):
                     self.throughput(contender, self.sizes.ranks[0])
                 self.submit_to_result(rep)
             res.note_load(f"after repetition {rep + 1}")
         res.seconds = time.time() - res.started
         return res
-
-    def _available(self, contenders: tuple[Contender, ...]) -> list[Contender]:
-        usable = []
-        for contender in contenders:
-            self.results.labels[contender.key] = contender.label
-            reason = contender.why_not()
-            if reason:
-                self.results.skipped[contender.key] = reason
-            else:
-                usable.append(contender)
-        return usable
 
     # --- figures 1, 2 and 5 --------------------------------------------------------
 

@@ -7,14 +7,15 @@
 # Betzy allocates whole nodes (128 cores, ~244 GiB usable) and rejects memory
 # directives: there is no --mem here (the lesson of the tutorial's Fram example, where
 # SLURMCluster's --mem made every worker job fail). The launcher divides each node's
-# memory among the tasks on it instead. The lines below ask for 2 nodes with 16 tasks
-# of 8 cores each: 31 workers of 8 threads and ~15 GiB, plus one task for the
-# scheduler and your script. The job ends with your script's exit status.
+# memory among the tasks on it instead. The lines below ask for 4 nodes (the normal
+# partition's minimum) with 16 tasks of 8 cores each: 63 workers of 8 threads and
+# ~15 GiB, plus one task for the scheduler and your script. The job ends with your
+# script's exit status.
 #
 #SBATCH --account=nn9999k
 #SBATCH --job-name=dask-launcher
 #SBATCH --time=0-01:00:00
-#SBATCH --nodes=2
+#SBATCH --nodes=4
 #SBATCH --ntasks-per-node=16
 #SBATCH --cpus-per-task=8
 # Two minutes before the time limit Slurm sends SIGUSR1 to every task: the launcher

@@ -103,17 +103,20 @@ def end_process(status: int) -> NoReturn:
     os._exit(status)  # not reached
 
 
+def set_dask_log_level(verbose: int) -> None:
+    """Worker processes (and a nanny's fork server, started before this rank imports
+    distributed) set up distributed's logging when they import it, before any config
+    reaches them: the environment is what they see in time."""
+    levels = {0: "error", 1: "info"}
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", levels.get(verbose, "debug"))
+
+
 def configure_logging(verbose: int) -> None:
     """Quiet unless asked: our own lines always, Dask's from -v on."""
-    levels = {0: "error", 1: "info"}
-    # Worker processes started by a nanny set up distributed's logging when they import
-    # it, before any config reaches them: the environment is what they see in time.
-    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", levels.get(verbose, "debug"))
+    set_dask_log_level(verbose)
     import distributed  # noqa: F401  (its import installs the handlers we adjust)
 
     ours = logging.getLogger("launcher")
-    if ours.handlers:
-        return  # configured already, before MPI_Init (see prepare_before_mpi)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("launcher: %(message)s"))
     ours.addHandler(handler)
@@ -126,14 +129,11 @@ def configure_logging(verbose: int) -> None:
 
 
 def prepare_before_mpi(options: Options, env: Mapping[str, str]) -> None:
-    """The slow imports, before MPI_Init, on every rank at once.
+    """Start a nanny's fork server, which must happen before MPI_Init.
 
-    MPI_Init waits for every process of the job, so whatever a rank does before it
-    delays all the others, and whatever it does after it runs in parallel only if the
-    others are doing the same. So every rank imports distributed first; a rank that will
-    run a nanny then forks its fork server (launcher/forkserver.py: worker processes
-    start without a second import), which must happen before MPI_Init. A wrong guess
-    about the roles, or a config error reported later by one rank, only costs speed.
+    Only that: whatever a rank does before MPI_Init delays every other rank, and the
+    heavy imports stay after it (see launcher/forkserver.py). A wrong guess about the
+    roles, or a config error reported later by one rank, only costs speed.
     """
     from launcher.config import ConfigError, read_settings
     from launcher.plan import hosts_a_nanny
@@ -142,11 +142,11 @@ def prepare_before_mpi(options: Options, env: Mapping[str, str]) -> None:
         settings = read_settings()
     except ConfigError:
         return
-    configure_logging(options.verbose)
     if hosts_a_nanny(env, options, settings):
         from launcher.forkserver import start_worker_helpers
 
-        start_worker_helpers(fork_server=True)  # before any thread is started
+        set_dask_log_level(options.verbose)
+        start_worker_helpers(fork_server=True)
 
 
 def _drop_interrupted_gather(record: logging.LogRecord) -> bool:

@@ -21,7 +21,7 @@ import time
 from distributed import Client, performance_report
 
 from launcher.comm import DONE, FAILED, STOP, PatientComm, StartupAborted
-from launcher.forkserver import start_worker_helpers
+from launcher.forkserver import start_worker_helpers, use_fork_server
 from launcher.interrupt import ClientWatch, Interrupted
 from launcher.plan import Plan
 from launcher.progress import Progress
@@ -53,6 +53,7 @@ class ClientRank:
     def run(self) -> int:
         if self.plan.nanny and "worker" in self.me.roles:
             start_worker_helpers(fork_server=False)
+            use_fork_server()
         self.watch.install()
         self.watch.raising = True
         try:
@@ -135,7 +136,9 @@ class ClientRank:
         if "scheduler" in self.me.roles:
             options = None
             if "worker" in self.me.roles:  # one process: the worker shares the loop
-                prepare_directory(self.me)
+                problem = prepare_directory(self.me)
+                if problem is not None:
+                    raise ClusterError(problem)
                 options = {
                     **worker_options(plan, lambda: False),
                     "nthreads": self.me.nthreads,

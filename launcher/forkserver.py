@@ -1,87 +1,29 @@
-"""Start worker processes without a second ``import distributed``.
+"""Start worker processes without a second ``import distributed`` on the critical path.
 
 A nanny starts its worker in a new process. With multiprocessing's default ``spawn``
-that process is a fresh interpreter which imports distributed again (about 0.4 s of
-CPU), which roughly doubles the start-up cost of every worker rank, and again at every
-restart. multiprocessing's forkserver avoids it only if the server has distributed
-imported, and its server is itself a fresh interpreter that must import it once more.
+that process is a fresh interpreter which imports distributed (about 0.4 s of CPU)
+only once the rank has asked for a worker, on the path to a ready cluster, and again
+at every restart. With multiprocessing's forkserver, preloaded with distributed, each
+worker is forked from a server that has imported it already.
 
-So the launcher forks the forkserver from the rank itself, after the rank has imported
-distributed and before MPI is initialised: the server starts with everything imported,
-shares those pages with the rank, holds no MPI state, and every worker it forks starts
-in a fraction of a second. Python's forkserver module is driven through its documented
-``main`` and three attributes of its module-level ``ForkServer``; where they are not as
-expected (a future Python), the nanny falls back to ``spawn``, only slower.
+The launcher starts that server before MPI_Init, when the rank has imported nothing
+heavy: the server is a fresh interpreter (fork and exec at once, so it holds no MPI
+state and none of the rank's descriptors, the PMI connection included), and it imports
+distributed while the rank initialises MPI and imports distributed itself. The rank
+stays small until MPI_Init: under srun's pmi2 plugin with PyPI MPICH, ranks that
+imported distributed before MPI_Init failed MPI_Init now and then on a multi-node test
+Slurm ("UCX ERROR failed to unpack address", garbled PMI requests), while ranks that
+imported it after never did.
 """
 
 from __future__ import annotations
 
-import logging
-import os
 import signal
-import socket
-from multiprocessing import connection, forkserver, resource_tracker, util
-
-import dask
+from multiprocessing import forkserver, resource_tracker
 
 from launcher.interrupt import SIGNALS
 
-log = logging.getLogger("launcher")
-
-_STATE = ("_forkserver_address", "_forkserver_alive_fd", "_forkserver_pid")
-
-
-def _supported(server: object) -> bool:
-    # Python 3.14 authenticates forkserver clients with a key this code does not set up.
-    return all(hasattr(server, name) for name in _STATE) and not hasattr(
-        server, "_forkserver_authkey"
-    )
-
-
-def _serve(listener: socket.socket, alive_r: int, alive_w: int) -> None:
-    """The forked child: become multiprocessing's fork server."""
-    try:
-        os.close(alive_w)
-        # The PMI connection belongs to the rank; this process and its workers must not
-        # hold it open (a launcher watches it to see the rank go).
-        pmi_fd = os.environ.get("PMI_FD", "")
-        if pmi_fd.isdigit():
-            os.close(int(pmi_fd))
-        forkserver.main(listener.fileno(), alive_r, [], None, None)
-    finally:
-        os._exit(0)
-
-
-def _fork_server() -> bool:
-    server = forkserver._forkserver
-    if not _supported(server):
-        log.debug("this Python's forkserver is not supported; nannies will spawn")
-        return False
-    with server._lock:
-        if server._forkserver_pid is not None:
-            return True
-        listener = socket.socket(socket.AF_UNIX)
-        address = connection.arbitrary_address("AF_UNIX")
-        listener.bind(address)
-        if not util.is_abstract_socket_namespace(address):
-            os.chmod(address, 0o600)
-        listener.listen()
-        alive_r, alive_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            _serve(listener, alive_r, alive_w)
-        listener.close()
-        os.close(alive_r)
-        server._forkserver_address = address
-        server._forkserver_alive_fd = alive_w
-        server._forkserver_pid = pid
-    dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"})
-    # distributed would otherwise import every optional package it knows, in this
-    # process, to preload them into a server that is already running.
-    import distributed.utils
-
-    distributed.utils._forkserver_preload_set = True
-    return True
+_server_started = False
 
 
 def start_worker_helpers(fork_server: bool) -> None:
@@ -93,14 +35,30 @@ def start_worker_helpers(fork_server: bool) -> None:
     no longer knows; a fork server would die of SIGTERM. An ignored signal stays ignored
     across fork and exec, so they are started while these signals are ignored here.
 
-    ``fork_server``: also fork the fork server (see the module docstring). Only before
-    MPI_Init, after ``import distributed``, while the process has no other threads.
+    ``fork_server``: also start the fork server (see the module docstring); before
+    MPI_Init.
     """
+    global _server_started
     previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in SIGNALS}
     try:
         resource_tracker.ensure_running()
         if fork_server:
-            _fork_server()
+            forkserver.set_forkserver_preload(["distributed"])
+            forkserver.ensure_running()
+            _server_started = True
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def use_fork_server() -> None:
+    """Have nannies start workers through the fork server, if this rank started one."""
+    if not _server_started:
+        return
+    import dask
+    import distributed.utils
+
+    dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"})
+    # distributed would otherwise import every optional package it knows (pandas,
+    # numpy, ...) in this process, to preload them into a server that is running.
+    distributed.utils._forkserver_preload_set = True

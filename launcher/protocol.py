@@ -98,11 +98,21 @@ class StopListener:
         return self.exit_code
 
 
-def prepare_directory(me: RankPlan) -> None:
-    """Worker spill directory, private to the user (mode 0700)."""
-    if me.local_directory:
+def prepare_directory(me: RankPlan) -> str | None:
+    """Create the worker's spill directory, private to the user (mode 0700); what went
+    wrong, in words for the job log, if it cannot be made."""
+    if not me.local_directory:
+        return None
+    try:
         os.makedirs(os.path.dirname(me.local_directory), mode=0o700, exist_ok=True)
         os.makedirs(me.local_directory, mode=0o700, exist_ok=True)
+    except OSError as err:
+        return (
+            f"worker rank {me.rank} on {me.host} cannot create its local directory "
+            f"{me.local_directory}: {err.strerror}; point --local-directory (or "
+            "DASK_LAUNCHER__LOCAL_DIRECTORY) at a writable directory"
+        )
+    return None
 
 
 def remove_directory(me: RankPlan) -> None:

@@ -63,12 +63,14 @@ class SchedulerService:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             # The HTTP server (and so the dashboard's port) starts now; the dashboard's
-            # pages come a moment later, see _attach_dashboard.
+            # pages come a moment later, see attach_dashboard. distributed starts that
+            # server even without a dashboard (for /health and /metrics): then on any
+            # free port, so that --no-dashboard never competes for the dashboard's.
             scheduler = Scheduler(
                 interface=self.plan.interface,
                 port=0,
                 dashboard=False,
-                dashboard_address=self.plan.dashboard_address,
+                dashboard_address=self.plan.dashboard_address if self.plan.dashboard else ":0",
             )
         for warning in caught:
             if "already in use" in str(warning.message) and scheduler.http_server:

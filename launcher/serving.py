@@ -19,7 +19,7 @@ import dask
 import dask_mpi
 
 from launcher.comm import DONE, FAILED, PatientComm, StartupAborted
-from launcher.forkserver import start_worker_helpers
+from launcher.forkserver import start_worker_helpers, use_fork_server
 from launcher.interrupt import ServingWatch
 from launcher.plan import Plan, RankPlan
 from launcher.protocol import (
@@ -70,22 +70,18 @@ class ServingRank:
     def run(self) -> int:
         if self.plan.nanny and self.me.is_worker:
             start_worker_helpers(fork_server=False)
+            use_fork_server()
         self.watch.install()
         failure = self.run_scheduler() if "scheduler" in self.me.roles else self.run_worker()
         return self.finish(failure)
 
     def run_worker(self) -> str | None:
         plan, me = self.plan, self.me
-        try:
-            prepare_directory(me)
-        except OSError as err:
+        problem = prepare_directory(me)
+        if problem is not None:
             # Still take part in the startup protocol, so that nobody waits for us.
             share_address(self.comm, plan)
-            return (
-                f"worker rank {me.rank} on {me.host} cannot create its local directory "
-                f"{me.local_directory}: {err.strerror}; point --local-directory (or "
-                "DASK_LAUNCHER__LOCAL_DIRECTORY) at a writable directory"
-            )
+            return problem
         try:
             dask_mpi.execute(
                 None,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
 import os
 import signal
 from collections.abc import Callable
@@ -97,13 +98,17 @@ class NannyChildWorker(QuietWorker):
         for signum in SIGNALS:
             signal.signal(signum, signal.SIG_IGN)
         super().__init__(*args, **kwargs)
-        self._rank_pid = os.getppid()
         self.periodic_callbacks["launcher-orphan"] = PeriodicCallback(self._check_rank, 500)
 
     def _check_rank(self) -> None:
         """A worker whose rank was killed (SIGKILL, node trouble) must not outlive the
-        job, busy with a task nobody will collect: leave at once."""
-        if os.getppid() != self._rank_pid:
+        job, busy with a task nobody will collect: leave at once.
+
+        The rank is the process that asked for this one (its nanny), not necessarily
+        its parent: under the fork server (launcher/forkserver.py) the parent is the
+        server. multiprocessing knows the rank and sees it go through a pipe."""
+        rank = multiprocessing.parent_process()
+        if rank is not None and not rank.is_alive():
             os._exit(1)
 
 

@@ -159,16 +159,19 @@ def test_tls_without_cryptography_is_one_clear_line(tmp_path):
     assert_clean(run(launcher_cmd("--insecure"), env=env))
 
 
-def test_a_local_directory_that_cannot_be_made_is_reported(tmp_path):
+@pytest.mark.parametrize("n", [4, None], ids=["mpirun", "single process"])
+def test_a_local_directory_that_cannot_be_made_is_reported(tmp_path, n):
     not_a_directory = tmp_path / "a-file"
     not_a_directory.write_text("")
-    result = run(launcher_cmd("--local-directory", str(not_a_directory)), timeout=90)
+    result = run(launcher_cmd("--local-directory", str(not_a_directory), n=n), timeout=90)
     assert_clean(result, 1)
     assert re.search(
-        r"cannot create its local directory .*a-file.*: Not a directory; "
-        r"point --local-directory",
+        r"^launcher: worker rank \d+ on .* cannot create its local directory .*a-file.*: "
+        r"Not a directory; point --local-directory",
         result.stderr,
+        re.MULTILINE,
     ), result
+    assert "Error" not in result.stderr, result
     assert "final result" not in result.stdout and result.seconds < 60
 
 

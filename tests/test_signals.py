@@ -15,8 +15,9 @@ import os, sys, time, dask, launcher
 from distributed import get_client
 client = get_client()
 scheduler = client.run_on_scheduler(os.getpid)
-# Each worker process runs under a nanny: its parent is the MPI rank.
-ranks = sorted(client.run(os.getppid).values())
+# Each worker process runs under a nanny, in the MPI rank: the process that started it.
+import multiprocessing
+ranks = sorted(client.run(lambda: multiprocessing.parent_process().pid).values())
 print("PIDS", os.getpid(), scheduler, *ranks, flush=True)
 try:
     dask.delayed(time.sleep)(120).compute()

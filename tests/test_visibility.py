@@ -6,6 +6,7 @@ import os
 import pty
 import re
 import shutil
+import socket
 import subprocess
 import time
 import urllib.error
@@ -51,8 +52,17 @@ def test_the_dashboard_answers_while_the_job_runs(script, tmp_path):
 
 
 def test_no_dashboard_means_none(tmp_path):
+    """Not even the dashboard's port: a taken one goes unmentioned."""
     summary = tmp_path / "summary.json"
-    result = run(launcher_cmd("--no-dashboard", "--summary", str(summary)))
+    with socket.socket() as taken:
+        taken.bind(("", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run(
+            launcher_cmd(
+                "--no-dashboard", "--dashboard-address", f":{port}", "--summary", str(summary)
+            )
+        )
     assert_clean(result)
     assert "dashboard" not in result.stderr
     assert json.loads(summary.read_text())["dashboard_url"] is None
