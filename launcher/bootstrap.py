@@ -94,6 +94,9 @@ def end_process(status: int) -> NoReturn:
     watchdog = threading.Timer(10.0, os._exit, (status,))
     watchdog.daemon = True
     watchdog.start()
+    from launcher.forkserver import stop_worker_helpers
+
+    stop_worker_helpers()
     mpi = sys.modules.get("mpi4py.MPI")
     if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
         mpi.Finalize()
