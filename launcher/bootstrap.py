@@ -129,6 +129,7 @@ def configure_logging(verbose: int) -> None:
     logging.getLogger("distributed").setLevel(level)
     if verbose == 0:
         logging.getLogger("asyncio").addFilter(_drop_interrupted_gather)
+        logging.getLogger("tornado.application").addFilter(_drop_sync_cancel_race)
 
 
 def prepare_before_mpi(options: Options, env: Mapping[str, str]) -> None:
@@ -156,6 +157,16 @@ def _drop_interrupted_gather(record: logging.LogRecord) -> bool:
     """An interrupted ``compute()`` leaves distributed's gather task failed with its
     internal AllExit, which asyncio reports as "Task exception was never retrieved"."""
     return "AllExit" not in record.getMessage()
+
+
+def _drop_sync_cancel_race(record: logging.LogRecord) -> bool:
+    """An interrupt (launcher.Interrupted) that lands in distributed's ``utils.sync``
+    before its coroutine has started makes the ``cancel`` callback read ``future``,
+    which sync only annotates (the None check added in dask/distributed#5758 cannot
+    work then), and tornado logs the NameError with its traceback. The interrupt
+    itself is reported already."""
+    error = record.exc_info[1] if record.exc_info else None
+    return not (isinstance(error, NameError) and "sync.<locals>.cancel" in record.getMessage())
 
 
 def _plan_or_reason(

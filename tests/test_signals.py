@@ -85,3 +85,33 @@ def test_code_that_ignores_the_interrupt_is_ended_after_the_grace(script, tmp_pa
     assert result.seconds < 15
     data = json.loads(summary.read_text())
     assert data["status"] == "interrupted" and "did not stop within 5 s" in data["error"]
+
+
+def test_distributeds_sync_cancel_race_is_not_printed():
+    """An interrupt landing in distributed's utils.sync before its coroutine started
+    made the CI log show a second traceback (a NameError in sync's cancel callback)."""
+    import logging
+    import sys
+
+    from launcher.bootstrap import _drop_sync_cancel_race
+
+    def sync():
+        future: int
+
+        def cancel():
+            return future  # noqa: F821  (unassigned, as in distributed.utils.sync)
+
+        return cancel
+
+    try:
+        sync()()
+    except NameError:
+        exc_info = sys.exc_info()
+    message = "Exception in callback functools.partial(<function sync.<locals>.cancel at 0x1>)"
+
+    def record(msg, info):
+        return logging.LogRecord("tornado.application", logging.ERROR, "f", 1, msg, None, info)
+
+    assert not _drop_sync_cancel_race(record(message, exc_info))
+    assert _drop_sync_cancel_race(record("Exception in callback something else", exc_info))
+    assert _drop_sync_cancel_race(record(message, None))
