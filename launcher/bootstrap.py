@@ -47,11 +47,12 @@ def _under_mpi_launcher(env: Mapping[str, str]) -> bool:
     return any(name in env for name in names)
 
 
-def connect_mpi(env: Mapping[str, str]) -> tuple[Any, str]:
+def connect_mpi(env: Mapping[str, str], timeout: float) -> tuple[Any, str]:
     """MPI's world communicator and library description; a world of one without MPI.
 
     MPI is initialised here, not at import, so that a launcher the library cannot join
-    is reported in one clear line instead of an abort inside MPI_Init.
+    is reported in one clear line instead of an abort inside MPI_Init, and one that
+    never lets MPI_Init return ends the job after ``timeout`` (launcher/initwatch.py).
     """
     try:
         import mpi4py
@@ -69,7 +70,14 @@ def connect_mpi(env: Mapping[str, str]) -> tuple[Any, str]:
     problem = diagnose_launcher(env, library)
     if problem:
         raise Stop(BAD_INPUT, f"launcher: {problem}")
-    MPI.Init_thread(MPI.THREAD_MULTIPLE)
+    if _under_mpi_launcher(env):
+        from launcher.initwatch import watch_mpi_init
+
+        returned = watch_mpi_init(timeout, intended_rank(env))
+        MPI.Init_thread(MPI.THREAD_MULTIPLE)
+        returned()
+    else:
+        MPI.Init_thread(MPI.THREAD_MULTIPLE)
     return MPI.COMM_WORLD, library
 
 
@@ -107,19 +115,20 @@ def end_process(status: int) -> NoReturn:
 
 
 def set_dask_log_level(verbose: int) -> None:
-    """Worker processes (and a nanny's fork server, started before this rank imports
-    distributed) set up distributed's logging when they import it, before any config
-    reaches them: the environment is what they see in time."""
+    """Through the environment, which distributed reads when it is imported: worker
+    processes and a nanny's fork server see it in time, whatever started them."""
     levels = {0: "error", 1: "info"}
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", levels.get(verbose, "debug"))
 
 
 def configure_logging(verbose: int) -> None:
     """Quiet unless asked: our own lines always, Dask's from -v on."""
+    ours = logging.getLogger("launcher")
+    if ours.handlers:
+        return  # configured already, before MPI_Init (see prepare_before_mpi)
     set_dask_log_level(verbose)
     import distributed  # noqa: F401  (its import installs the handlers we adjust)
 
-    ours = logging.getLogger("launcher")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("launcher: %(message)s"))
     ours.addHandler(handler)
@@ -133,24 +142,35 @@ def configure_logging(verbose: int) -> None:
 
 
 def prepare_before_mpi(options: Options, env: Mapping[str, str]) -> None:
-    """Start a nanny's fork server, which must happen before MPI_Init.
+    """The slow import, before MPI_Init, on every rank at once; then, on a rank that
+    will run a nanny, its fork server, which must come before MPI_Init (see
+    launcher/forkserver.py).
 
-    Only that: whatever a rank does before MPI_Init delays every other rank, and the
-    heavy imports stay after it (see launcher/forkserver.py). A wrong guess about the
-    roles, or a config error reported later by one rank, only costs speed.
+    Ranks that wait in MPI_Init or in a collective busy-poll (MPICH, Open MPI): a rank
+    that imported distributed after MPI_Init while others had done so before would keep
+    them spinning, which on a node with a rank on every core (or more) takes CPU from
+    the ranks that have work. So every rank does the same before MPI_Init. A wrong guess
+    about the roles, or a config error reported later by one rank, only costs speed.
+
+    Under Slurm's own PMI server (``srun --mpi=pmi2``) ranks enter MPI_Init fresh
+    instead, and a nanny's fork server imports distributed by itself
+    (launcher/mpienv.py: pmi_from_slurmstepd).
     """
     from launcher.config import ConfigError, read_settings
+    from launcher.mpienv import pmi_from_slurmstepd
     from launcher.plan import hosts_a_nanny
 
     try:
         settings = read_settings()
     except ConfigError:
         return
+    set_dask_log_level(options.verbose)
+    if not pmi_from_slurmstepd(env):
+        configure_logging(options.verbose)
     if hosts_a_nanny(env, options, settings):
         from launcher.forkserver import start_worker_helpers
 
-        set_dask_log_level(options.verbose)
-        start_worker_helpers(fork_server=True)
+        start_worker_helpers(fork_server=True)  # before any thread is started
 
 
 def _drop_interrupted_gather(record: logging.LogRecord) -> bool:
@@ -167,6 +187,20 @@ def _drop_sync_cancel_race(record: logging.LogRecord) -> bool:
     itself is reported already."""
     error = record.exc_info[1] if record.exc_info else None
     return not (isinstance(error, NameError) and "sync.<locals>.cancel" in record.getMessage())
+
+
+def startup_timeout(options: Options | None) -> float:
+    """Before the plan exists: how long to wait for the other ranks (the flag, else the
+    config, else the package's default if the config is broken, which is reported
+    once MPI is up)."""
+    if options is not None and options.startup_timeout is not None:
+        return options.startup_timeout
+    from launcher.config import PACKAGE_DEFAULTS, ConfigError, read_settings
+
+    try:
+        return read_settings()["startup-timeout"].value
+    except ConfigError:
+        return PACKAGE_DEFAULTS["launcher"]["startup-timeout"]
 
 
 def _plan_or_reason(
@@ -232,7 +266,8 @@ def run(argv: list[str], env: Mapping[str, str]) -> int:
     if options is not None and not options.plan:
         prepare_before_mpi(options, env)
 
-    world, library = connect_mpi(env)
+    timeout = startup_timeout(options)
+    world, library = connect_mpi(env, timeout)
     size, rank = world.Get_size(), world.Get_rank()
     speaker = rank == 0 and (size > 1 or intended_rank(env) == 0)
 
@@ -265,7 +300,7 @@ def run(argv: list[str], env: Mapping[str, str]) -> int:
     from launcher.hostfacts import gather_local
     from launcher.security import TLSUnavailable
 
-    comm = PatientComm(world, timeout=settings["startup-timeout"].value)
+    comm = PatientComm(world, timeout=timeout)
     try:
         facts = comm.gather(gather_local(rank), root=0)
         verdict = None

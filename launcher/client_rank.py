@@ -20,7 +20,7 @@ import time
 
 from distributed import Client, performance_report
 
-from launcher.comm import DONE, FAILED, STOP, PatientComm, StartupAborted
+from launcher.comm import DONE, FAILED, READY, STOP, PatientComm, StartupAborted
 from launcher.forkserver import start_worker_helpers, use_fork_server
 from launcher.interrupt import ClientWatch, Interrupted
 from launcher.plan import Plan
@@ -140,7 +140,7 @@ class ClientRank:
                 if problem is not None:
                     raise ClusterError(problem)
                 options = {
-                    **worker_options(plan, lambda: False),
+                    **worker_options(plan, lambda: False, lambda: None),
                     "nthreads": self.me.nthreads,
                     "memory_limit": self.me.memory_limit,
                     "local_directory": self.me.local_directory,
@@ -162,8 +162,6 @@ class ClientRank:
         self.summary.scheduler_address = address
         self.client = Client(address)
         self.wait_for_workers()
-        if self.service is not None:
-            self.service.attach_dashboard()
         self.summary.dashboard_url = self.announce_dashboard()
 
     def announce_dashboard(self) -> str | None:
@@ -195,30 +193,44 @@ class ClientRank:
         return url
 
     def wait_for_workers(self) -> None:
-        """Start user code only when every worker rank has joined, or fail clearly."""
+        """Start user code only when every worker rank has joined, or fail clearly.
+
+        Worker ranks say READY over MPI once their worker has registered, which wakes
+        this rank at once (``Client.wait_for_workers`` polls every 0.1 s); the scheduler
+        then confirms in one call. A worker in this process started with the scheduler.
+        """
         assert self.client is not None
-        expected = len(self.plan.workers)
+        waiting = {w.rank for w in self.plan.workers if w.rank != self.me.rank}
         deadline = time.monotonic() + self.plan.startup_timeout
-        while True:
+        while waiting:
             failed = self.comm.poll(FAILED)
             if failed is not None:
                 raise ClusterError(failed[1])
-            try:
-                self.client.wait_for_workers(expected, timeout=0.2)
-                return
-            except TimeoutError:
-                pass
-            if time.monotonic() > deadline:
-                joined = {w["name"] for w in self.client.scheduler_info()["workers"].values()}
-                missing = [w for w in self.plan.workers if w.rank not in joined]
-                names = ", ".join(f"rank {w.rank} on {w.host}" for w in missing)
-                raise ClusterError(
-                    f"{len(missing)} of {expected} workers did not join the scheduler at "
-                    f"{self.summary.scheduler_address} within {self.plan.startup_timeout:.0f} s"
-                    f" (missing: {names}); check --interface "
-                    f"({self.plan.interface or 'not set'}) and that the nodes can reach "
-                    "each other"
-                )
+            ready = self.comm.poll(READY)
+            if ready is not None:
+                waiting.discard(ready[0])
+            elif time.monotonic() > deadline:
+                raise self.missing_workers()
+            else:
+                time.sleep(0.002)
+        try:
+            self.client.wait_for_workers(
+                len(self.plan.workers), timeout=max(deadline - time.monotonic(), 2.0)
+            )
+        except TimeoutError:
+            raise self.missing_workers() from None
+
+    def missing_workers(self) -> ClusterError:
+        assert self.client is not None
+        joined = {w["name"] for w in self.client.scheduler_info()["workers"].values()}
+        missing = [w for w in self.plan.workers if w.rank not in joined]
+        names = ", ".join(f"rank {w.rank} on {w.host}" for w in missing)
+        return ClusterError(
+            f"{len(missing)} of {len(self.plan.workers)} workers did not join the scheduler "
+            f"at {self.summary.scheduler_address} within {self.plan.startup_timeout:.0f} s"
+            f" (missing: {names}); check --interface ({self.plan.interface or 'not set'})"
+            " and that the nodes can reach each other"
+        )
 
     def end(self, code: int, *, ran: bool, error: str | None = None) -> int:
         """Close everything in an order that produces no errors, then report."""

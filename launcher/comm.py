@@ -10,7 +10,8 @@ Two fixes over calling mpi4py the way dask-mpi does:
   sleeps, and gives up at a deadline instead of waiting for the walltime.
 * The job's outcome travels over MPI, not over the Dask comms that may be broken:
   the client rank sends STOP with the exit status and, while it lives, ALIVE; other
-  ranks report FAILED, DONE, or INTERRUPT when a signal reaches them.
+  ranks report READY once their worker has joined the scheduler, FAILED, DONE, or
+  INTERRUPT when a signal reaches them.
   A private duplicate communicator keeps these apart from any MPI the user code does.
 """
 
@@ -21,7 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-STOP, FAILED, DONE, INTERRUPT, ALIVE = 11, 12, 13, 14, 15
+STOP, FAILED, DONE, INTERRUPT, ALIVE, READY = 11, 12, 13, 14, 15, 16
 
 
 class StartupAborted(RuntimeError):

@@ -1,19 +1,24 @@
-"""Start worker processes without a second ``import distributed`` on the critical path.
+"""Start worker processes without a second ``import distributed``.
 
 A nanny starts its worker in a new process. With multiprocessing's default ``spawn``
-that process is a fresh interpreter which imports distributed (about 0.4 s of CPU)
-only once the rank has asked for a worker, on the path to a ready cluster, and again
-at every restart. With multiprocessing's forkserver, preloaded with distributed, each
-worker is forked from a server that has imported it already.
+that process is a fresh interpreter which imports distributed again (about 0.4 s of
+CPU), on the path to a ready cluster, and again at every restart. multiprocessing's
+forkserver avoids that only if its server has distributed imported, and the server is
+itself a fresh interpreter that must import it once more: one more import per worker
+rank, on nodes where every core is running a rank.
 
-The launcher starts that server before MPI_Init, when the rank has imported nothing
-heavy: the server is a fresh interpreter (fork and exec at once, so it holds no MPI
-state and none of the rank's descriptors, the PMI connection included), and it imports
-distributed while the rank initialises MPI and imports distributed itself. The rank
-stays small until MPI_Init: under srun's pmi2 plugin with PyPI MPICH, ranks that
-imported distributed before MPI_Init failed MPI_Init now and then on a multi-node test
-Slurm ("UCX ERROR failed to unpack address", garbled PMI requests), while ranks that
-imported it after never did.
+So a rank that will run a nanny imports distributed before MPI_Init and forks the
+fork server from itself: the server starts with everything imported, shares those
+pages with the rank, holds no MPI state (MPI is not initialised yet), and every worker
+it forks starts in a fraction of a second. Python's forkserver module is driven through
+its ``main`` and three attributes of its module-level ``ForkServer``.
+
+Where that cannot be done, multiprocessing starts its own server, preloaded with
+distributed, before MPI_Init too (so that it holds no MPI state), and the rank imports
+distributed after MPI_Init: only slower. That is the case where the rank has not
+imported distributed before MPI_Init (under Slurm's pmi2 plugin, see
+launcher/mpienv.py: pmi_from_slurmstepd) and on Pythons whose forkserver authenticates
+its clients with a key (3.14).
 """
 
 from __future__ import annotations
@@ -21,11 +26,55 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from multiprocessing import forkserver, resource_tracker
+import socket
+import sys
+from multiprocessing import connection, forkserver, resource_tracker, util
 
 from launcher.interrupt import SIGNALS
 
+_STATE = ("_forkserver_address", "_forkserver_alive_fd", "_forkserver_pid")
 _server_started = False
+
+
+def _forkable(server: object) -> bool:
+    """Can this process fork the server from itself, and would that save an import?"""
+    known = all(hasattr(server, name) for name in _STATE)
+    return known and not hasattr(server, "_forkserver_authkey") and "distributed" in sys.modules
+
+
+def _serve(listener: socket.socket, alive_r: int, alive_w: int) -> None:
+    """The forked child: become multiprocessing's fork server."""
+    try:
+        os.close(alive_w)
+        # The PMI connection belongs to the rank: this process and its workers must not
+        # hold it open (hydra and slurmstepd watch it to see the rank go).
+        pmi_fd = os.environ.get("PMI_FD", "")
+        if pmi_fd.isdigit():
+            with contextlib.suppress(OSError):
+                os.close(int(pmi_fd))
+        forkserver.main(listener.fileno(), alive_r, [], None, None)
+    finally:
+        os._exit(0)
+
+
+def _fork_server() -> None:
+    server = forkserver._forkserver
+    with server._lock:
+        listener = socket.socket(socket.AF_UNIX)
+        address = connection.arbitrary_address("AF_UNIX")
+        listener.bind(address)
+        if not util.is_abstract_socket_namespace(address):
+            os.chmod(address, 0o600)
+        listener.listen()
+        alive_r, alive_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            _serve(listener, alive_r, alive_w)
+        listener.close()
+        os.close(alive_r)
+        server._forkserver_address = address
+        server._forkserver_alive_fd = alive_w
+        server._forkserver_pid = pid
 
 
 def start_worker_helpers(fork_server: bool) -> None:
@@ -37,17 +86,21 @@ def start_worker_helpers(fork_server: bool) -> None:
     no longer knows; a fork server would die of SIGTERM. An ignored signal stays ignored
     across fork and exec, so they are started while these signals are ignored here.
 
-    ``fork_server``: also start the fork server (see the module docstring); before
-    MPI_Init.
+    ``fork_server``: also start the fork server (see the module docstring). Only before
+    MPI_Init, while the process has no other thread.
     """
     global _server_started
     previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in SIGNALS}
     try:
         resource_tracker.ensure_running()
-        if fork_server:
+        if not fork_server:
+            return
+        if _forkable(forkserver._forkserver):
+            _fork_server()
+        else:
             forkserver.set_forkserver_preload(["distributed"])
             forkserver.ensure_running()
-            _server_started = True
+        _server_started = True
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -33,6 +33,19 @@ def launched_size(env: Mapping[str, str]) -> int:
     return 1
 
 
+def pmi_from_slurmstepd(env: Mapping[str, str]) -> bool:
+    """Is this task's PMI server Slurm's own (``srun --mpi=pmi2``), not hydra's?
+
+    With MPICH, Slurm 22.05's pmi2 plugin misreads the long PMI-1 requests that carry
+    UCX addresses, and MPI_Init then fails or hangs. How long they get depends on the
+    process's heap: a rank that has imported distributed before MPI_Init made it
+    happen on a 3-node test Slurm (1 job in 3), a fresh one did not (see
+    launcher/forkserver.py).
+    """
+    inside_srun = "SLURM_STEP_NUM_TASKS" in env and "MPI_LOCALNRANKS" not in env
+    return inside_srun and "PMI_FD" in env
+
+
 def library_name(mpi_library: str) -> str:
     """First line of ``MPI_Get_library_version``, spaces folded: "MPICH Version: 5.0.2"."""
     text = mpi_library.replace("\x00", "").strip()

@@ -366,14 +366,14 @@ def format_table(checks: Sequence[Check], title: str) -> str:
 # --- the run: every rank takes part, rank 0 decides and prints ---------------------
 
 
-def _connect(env: Mapping[str, str]) -> tuple[Any, MPIState]:
+def _connect(env: Mapping[str, str], timeout: float) -> tuple[Any, MPIState]:
     """MPI's world as a real run connects it; a launcher the library cannot join is a
     problem to report (in a world of one) instead of the run's error and exit."""
     from launcher.bootstrap import Stop, connect_mpi
     from launcher.comm import SoloComm
 
     try:
-        world, _ = connect_mpi(env)
+        world, _ = connect_mpi(env, timeout)
         problem = None
     except Stop as stop:
         world, problem = SoloComm(), stop.message
@@ -459,15 +459,16 @@ def preflight(options: Options, env: Mapping[str, str]) -> int:
     send it anything, so they exit 0 at once: launchers end the whole job at the first
     non-zero exit, which could cut that report off.
     """
+    from launcher.bootstrap import startup_timeout
     from launcher.comm import MPITimeout, PatientComm
 
-    world, mpi = _connect(env)
+    timeout = startup_timeout(options)
+    world, mpi = _connect(env, timeout)
     size, rank = world.Get_size(), world.Get_rank()
     speaker = rank == 0 and (size > 1 or intended_rank(env) == 0)
     if not speaker and size == 1:
         return 0
     settings, config_error = _settings()
-    timeout = settings["startup-timeout"].value if settings else 30.0
     comm = PatientComm(world, timeout=timeout)
     try:
         mine = HostReport(gather_local(rank), package_versions())

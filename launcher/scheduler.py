@@ -11,7 +11,6 @@ object also lets the launcher close it last and quietly, after the workers.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import warnings
@@ -20,6 +19,7 @@ from typing import Any
 
 from distributed import Scheduler
 
+from launcher.dashboard import DashboardOnFirstVisit
 from launcher.plan import Plan
 
 log = logging.getLogger("launcher")
@@ -63,7 +63,7 @@ class SchedulerService:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             # The HTTP server (and so the dashboard's port) starts now; the dashboard's
-            # pages come a moment later, see attach_dashboard. distributed starts that
+            # pages come on the first visit (launcher/dashboard.py). distributed starts that
             # server even without a dashboard (for /health and /metrics): then on any
             # free port, so that --no-dashboard never competes for the dashboard's.
             scheduler = Scheduler(
@@ -95,6 +95,8 @@ class SchedulerService:
         plan = self.plan
         async with self._make_scheduler() as scheduler:
             self.scheduler = scheduler
+            if plan.dashboard:
+                DashboardOnFirstVisit(scheduler).install()
             if self.worker_options is None:
                 self._ready.set_result(scheduler.address)
                 await self._stop.wait()
@@ -104,29 +106,3 @@ class SchedulerService:
                     self._ready.set_result(scheduler.address)
                     await self._stop.wait()
             await scheduler.close(reason="launcher: job finished")
-
-    def attach_dashboard(self) -> None:
-        """Mount the dashboard's pages now that the cluster is up.
-
-        Importing them (bokeh) takes most of a second of CPU, which distributed spends
-        inside Scheduler(), on the path to a ready cluster, where every rank is busy
-        starting. Here a daemon thread imports them while the user's code runs, and the
-        scheduler's loop mounts them the way distributed does; the port is bound (and
-        printed) from the start. A job that ends first does not wait for the import.
-        """
-        loop, scheduler = self._loop, self.scheduler
-        if not self.plan.dashboard or loop is None or scheduler is None:
-            return
-
-        def load() -> None:
-            try:
-                from distributed.dashboard import scheduler as pages
-            except Exception as err:
-                log.warning("the dashboard is not available: %s", err)
-                return
-            with contextlib.suppress(RuntimeError):  # the job ended first: loop closed
-                loop.call_soon_threadsafe(
-                    pages.connect, scheduler.http_application, scheduler.http_server, scheduler, "/"
-                )
-
-        threading.Thread(target=load, name="launcher-dashboard", daemon=True).start()

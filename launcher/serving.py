@@ -13,12 +13,13 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 import dask
 import dask_mpi
 
-from launcher.comm import DONE, FAILED, PatientComm, StartupAborted
+from launcher.comm import DONE, FAILED, READY, PatientComm, StartupAborted
 from launcher.forkserver import start_worker_helpers, use_fork_server
 from launcher.interrupt import ServingWatch
 from launcher.plan import Plan, RankPlan
@@ -43,10 +44,13 @@ def worker_class(plan: Plan) -> str:
     return "launcher.worker.MPINanny" if plan.nanny else "launcher.worker.MPIWorker"
 
 
-def worker_options(plan: Plan, stop_check) -> dict[str, Any]:
+def worker_options(
+    plan: Plan, stop_check: Callable[[], bool], ready: Callable[[], None]
+) -> dict[str, Any]:
     """Arguments of the worker class beyond those dask-mpi sets itself."""
     return {
         "stop_check": stop_check,
+        "ready": ready,
         # Without it a worker that cannot reach the scheduler retries forever.
         "death_timeout": plan.startup_timeout,
     }
@@ -92,7 +96,7 @@ class ServingRank:
                 local_directory=me.local_directory,
                 memory_limit=me.memory_limit,
                 worker_class=worker_class(plan),
-                worker_options=worker_options(plan, self.stop.check),
+                worker_options=worker_options(plan, self.stop.check, self.say_ready),
                 comm=self.comm,
             )
         except StartupAborted:
@@ -108,6 +112,9 @@ class ServingRank:
             return f"worker rank {me.rank} on {me.host}: {describe(err)}"
         return None
 
+    def say_ready(self) -> None:
+        self.comm.send(None, self.plan.client_rank, READY)
+
     def run_scheduler(self) -> str | None:
         service = SchedulerService(self.plan)
         try:
@@ -117,7 +124,6 @@ class ServingRank:
             share_address(self.comm, self.plan, failure=failure)
             return failure
         share_address(self.comm, self.plan, address=address)
-        service.attach_dashboard()
         failure = None
         while not self.stop.check():
             if service.error is not None:

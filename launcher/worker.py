@@ -32,16 +32,26 @@ STOP_POLL_MS = 10  # how soon a worker notices the job's end; a poll costs micro
 
 
 class _StopListening:
-    """Poll ``stop_check`` from the server's own event loop and close when it says so."""
+    """Say ``ready`` once started; poll ``stop_check`` from the server's own event loop
+    and close when it says so."""
 
     _stop_check: Callable[[], bool]
+    _ready: Callable[[], None]
     _closing: asyncio.Task | None = None
 
-    def _listen_for_stop(self, stop_check: Callable[[], bool]) -> None:
+    def _listen_for_stop(self, stop_check: Callable[[], bool], ready: Callable[[], None]) -> None:
         self._stop_check = stop_check
+        self._ready = ready
         self.periodic_callbacks["launcher-stop"] = PeriodicCallback(  # type: ignore[attr-defined]
             self._poll_stop, STOP_POLL_MS
         )
+
+    async def start_unsafe(self):  # type: ignore[no-untyped-def]
+        """Started means registered with the scheduler, for a worker and for a nanny
+        (whose worker process has registered): the client rank may start user code."""
+        started = await super().start_unsafe()  # type: ignore[misc]
+        self._ready()
+        return started
 
     def _poll_stop(self) -> None:
         if self.status.name in ("running", "paused") and self._stop_check():  # type: ignore[attr-defined]
@@ -78,9 +88,11 @@ class QuietWorker(Worker):
 class MPIWorker(_StopListening, QuietWorker):
     """The Dask worker in the MPI rank itself."""
 
-    def __init__(self, *args, stop_check: Callable[[], bool], **kwargs) -> None:
+    def __init__(
+        self, *args, stop_check: Callable[[], bool], ready: Callable[[], None], **kwargs
+    ) -> None:
         super().__init__(*args, **kwargs)
-        self._listen_for_stop(stop_check)
+        self._listen_for_stop(stop_check, ready)
 
     async def _stop(self) -> None:
         # executor_wait=False: a task still running in a thread cannot be interrupted,
@@ -115,10 +127,12 @@ class NannyChildWorker(QuietWorker):
 class MPINanny(_StopListening, Nanny):
     """A ``distributed.Nanny`` in the MPI rank, its worker in a child process."""
 
-    def __init__(self, *args, stop_check: Callable[[], bool], **kwargs) -> None:
+    def __init__(
+        self, *args, stop_check: Callable[[], bool], ready: Callable[[], None], **kwargs
+    ) -> None:
         kwargs.setdefault("worker_class", NannyChildWorker)
         super().__init__(*args, **kwargs)
-        self._listen_for_stop(stop_check)
+        self._listen_for_stop(stop_check, ready)
 
     async def _stop(self) -> None:
         # Nanny.close asks the worker to finish its running tasks first (executor_wait);

@@ -4,6 +4,7 @@ Each test checks what a user sees (output, exit status, summary) and that no pro
 the job outlives it.
 """
 
+import ast
 import json
 import re
 import stat
@@ -94,6 +95,37 @@ def test_module_target_runs_as_main(tmp_path):
     result = run(launcher_cmd("-m", "mypkg.job", "a", "b"), cwd=tmp_path)
     assert_clean(result)
     assert "module ['a', 'b'] 3" in result.stdout
+
+
+LINEAGE = """
+import os
+from distributed import get_client
+
+def cmdline(pid):
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read().split(b"\\0")
+
+def parent(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+def lineage():
+    server = os.getppid()
+    return os.getpid(), server, parent(server), cmdline(server) == cmdline(parent(server))
+
+print(sorted(get_client().run(lineage).values()))
+"""
+
+
+def test_worker_processes_come_from_a_fork_of_their_rank(script):
+    """launcher/forkserver.py: each worker rank forks its nanny's fork server from itself
+    after importing distributed, so worker processes start without importing it again."""
+    result = run(launcher_cmd(str(script(LINEAGE))))
+    assert_clean(result)
+    workers = ast.literal_eval(result.stdout.strip())
+    assert len(workers) == 3
+    for worker, server, rank, forked in workers:
+        assert forked and len({worker, server, rank}) == 3, workers
 
 
 def test_single_process_without_mpirun(script):
@@ -316,6 +348,33 @@ def test_wrong_mpi_open_mpis_mpirun_with_mpich_mpi4py(open_mpi_mpirun):
     assert result.returncode != 0 and not result.leftovers, result
     assert result.stderr.count("Open MPI's mpirun started this process") == 1, result
     assert "final result" not in result.stdout
+
+
+def test_an_mpi_init_that_never_returns_ends_the_job_in_time():
+    """launcher/initwatch.py. Rank 1 is a process that never joins MPI (mpiexec's MPMD
+    form), so rank 0's MPI_Init waits for it: it must not wait for the walltime."""
+    started = time.monotonic()
+    result = run(
+        [
+            str(MPIRUN),
+            "-n",
+            "1",
+            PYTHON,
+            "-m",
+            "launcher",
+            "--startup-timeout",
+            "3",
+            ":",
+            "-n",
+            "1",
+            "sleep",
+            "120",
+        ],
+        timeout=60,
+    )
+    assert time.monotonic() - started < 30
+    assert result.returncode != 0
+    assert "launcher: rank 0: MPI_Init did not return within 3 s" in result.stderr, result
 
 
 def test_no_worker_rank_waits_when_the_scheduler_cannot_start(script):

@@ -19,6 +19,13 @@ from tests.slurm import MiniSlurm
 JOBSCRIPTS = REPO / "jobscripts"
 MIB = 1024**2
 NOISE = re.compile(r"CommClosedError|StreamClosedError|Traceback|distributed\.\w+ - ")
+#: MPI_Init of PyPI MPICH on several nodes under Slurm 22.05's pmi2 plugin fails now and
+#: then (slurmstepd misreads the PMI requests that carry UCX addresses; see the admin
+#: guide), before any launcher code could run: a flaw of this test platform, not of the
+#: launcher. A job that failed that way is submitted again, at most twice, and says so.
+MPI_INIT_FLAKE = re.compile(
+    r"mpi/pmi2: value not properly terminated|UCX +ERROR +failed to unpack address"
+)
 
 
 class Submitter:
@@ -28,6 +35,7 @@ class Submitter:
         self.cluster = cluster
         self.workdir = tmp_path
         self.token = uuid.uuid4().hex
+        self.submitted: dict[str, tuple] = {}
         self.env = {
             "LAUNCHER_VENV": sys.prefix,
             "SLURM_MPI_TYPE": "pmi2",
@@ -40,7 +48,7 @@ class Submitter:
         small = ["--cpus-per-task=1"]
         if not any(o.startswith("--mem") for o in options):
             small.append("--mem-per-cpu=500M")
-        return self.cluster.submit(
+        job = self.cluster.submit(
             *small,
             *options,
             str(jobscript if "/" in str(jobscript) else JOBSCRIPTS / jobscript),
@@ -48,12 +56,23 @@ class Submitter:
             workdir=self.workdir,
             env={**self.env, **(env or {})},
         )
+        self.submitted[job.id] = (options, {"jobscript": jobscript, "args": args, "env": env})
+        return job
 
     def finish(self, job, timeout=90):
-        self.cluster.wait(job, timeout)
-        left = processes_with_token(self.token)
-        assert not left, f"processes of job {job.id} outlived it: {left}\n{job.text}"
-        return self.cluster.accounting(job)
+        retries = 2
+        while True:
+            self.cluster.wait(job, timeout)
+            left = processes_with_token(self.token)
+            assert not left, f"processes of job {job.id} outlived it: {left}\n{job.text}"
+            outcome = self.cluster.accounting(job)
+            if outcome[0] == "COMPLETED" or not retries or not MPI_INIT_FLAKE.search(job.text):
+                return outcome
+            retries -= 1
+            print(f"job {job.id}: MPI_Init failed the known way; submitting it again")
+            options, keywords = self.submitted[job.id]
+            again = self.submit(*options, **keywords)
+            job.id, job.output = again.id, again.output
 
     def summary(self, job) -> dict:
         return json.loads((self.workdir / f"dask-summary-{job.id}.json").read_text())
