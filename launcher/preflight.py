@@ -492,4 +492,6 @@ def preflight(options: Options, env: Mapping[str, str]) -> int:
         print(f"launcher: rank {rank}: {err}; ending the job", file=sys.stderr)
         comm.abort(1)
         return 1
-    return status
+    # Rank 0 carries the verdict (bootstrap.end_process): with srun --kill-on-bad-exit, a
+    # rank that exited non-zero first got rank 0 killed, and the job's status was 143.
+    return status if speaker else 0
