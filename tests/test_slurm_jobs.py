@@ -22,7 +22,7 @@ NOISE = re.compile(r"CommClosedError|StreamClosedError|Traceback|distributed\.\w
 #: MPI_Init of PyPI MPICH on several nodes under Slurm 22.05's pmi2 plugin fails now and
 #: then (slurmstepd misreads the PMI requests that carry UCX addresses; see the admin
 #: guide), before any launcher code could run: a flaw of this test platform, not of the
-#: launcher. A job that failed that way is submitted again, at most twice, and says so.
+#: launcher. A job that failed that way is submitted again, at most four times, and says so.
 MPI_INIT_FLAKE = re.compile(
     r"mpi/pmi2: value not properly terminated|UCX +ERROR +failed to unpack address"
 )
@@ -60,7 +60,7 @@ class Submitter:
         return job
 
     def finish(self, job, timeout=90):
-        retries = 2
+        retries = 4
         while True:
             self.cluster.wait(job, timeout)
             left = processes_with_token(self.token)
