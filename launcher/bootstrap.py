@@ -70,14 +70,13 @@ def connect_mpi(env: Mapping[str, str], timeout: float) -> tuple[Any, str]:
     problem = diagnose_launcher(env, library)
     if problem:
         raise Stop(BAD_INPUT, f"launcher: {problem}")
-    if _under_mpi_launcher(env):
-        from launcher.initwatch import watch_mpi_init
+    from launcher.initwatch import watch_mpi_init
 
-        returned = watch_mpi_init(timeout, intended_rank(env))
-        MPI.Init_thread(MPI.THREAD_MULTIPLE)
+    # A single process has nobody to wait for in MPI_Init.
+    returned = watch_mpi_init(timeout, intended_rank(env)) if _under_mpi_launcher(env) else None
+    MPI.Init_thread(MPI.THREAD_MULTIPLE)
+    if returned is not None:
         returned()
-    else:
-        MPI.Init_thread(MPI.THREAD_MULTIPLE)
     return MPI.COMM_WORLD, library
 
 

@@ -31,6 +31,7 @@ import sys
 from multiprocessing import connection, forkserver, resource_tracker, util
 
 from launcher.interrupt import SIGNALS
+from launcher.mpienv import close_pmi_connection
 
 _STATE = ("_forkserver_address", "_forkserver_alive_fd", "_forkserver_pid")
 _server_started = False
@@ -46,12 +47,7 @@ def _serve(listener: socket.socket, alive_r: int, alive_w: int) -> None:
     """The forked child: become multiprocessing's fork server."""
     try:
         os.close(alive_w)
-        # The PMI connection belongs to the rank: this process and its workers must not
-        # hold it open (hydra and slurmstepd watch it to see the rank go).
-        pmi_fd = os.environ.get("PMI_FD", "")
-        if pmi_fd.isdigit():
-            with contextlib.suppress(OSError):
-                os.close(int(pmi_fd))
+        close_pmi_connection()  # nor may the workers forked from here hold it
         forkserver.main(listener.fileno(), alive_r, [], None, None)
     finally:
         os._exit(0)

@@ -17,6 +17,8 @@ import select
 import signal
 from collections.abc import Callable
 
+from launcher.mpienv import close_pmi_connection
+
 
 def watch_mpi_init(timeout: float, rank: int) -> Callable[[], None]:
     """Start the watch; call the result once MPI_Init has returned."""
@@ -38,11 +40,7 @@ def watch_mpi_init(timeout: float, rank: int) -> Callable[[], None]:
 def _watch(read_end: int, write_end: int, timeout: float, rank: int, rank_pid: int) -> None:
     try:
         os.close(write_end)
-        # The PMI connection is the rank's: a launcher watches it to see the rank go.
-        pmi_fd = os.environ.get("PMI_FD", "")
-        if pmi_fd.isdigit():
-            with contextlib.suppress(OSError):
-                os.close(int(pmi_fd))
+        close_pmi_connection()
         ready, _, _ = select.select([read_end], [], [], timeout)
         if not ready:
             message = (

@@ -4,11 +4,14 @@ When mpi4py's MPI library cannot talk to the launcher (mpi4py built against anot
 MPI, or ``srun`` with the wrong ``--mpi`` plugin), every process comes up as rank 0 of
 a world of one and would start a cluster of its own. The launcher's environment
 variables still tell how many processes were meant to be one job; comparing the two
-catches the mistake before anything starts. Pure: reads only the mapping it is given.
+catches the mistake before anything starts. Pure: reads only the mapping it is given,
+except ``close_pmi_connection``, for the processes a rank forks before MPI_Init.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Mapping
 
 
@@ -36,14 +39,23 @@ def launched_size(env: Mapping[str, str]) -> int:
 def pmi_from_slurmstepd(env: Mapping[str, str]) -> bool:
     """Is this task's PMI server Slurm's own (``srun --mpi=pmi2``), not hydra's?
 
-    With MPICH, Slurm 22.05's pmi2 plugin misreads the long PMI-1 requests that carry
-    UCX addresses, and MPI_Init then fails or hangs. How long they get depends on the
-    process's heap: a rank that has imported distributed before MPI_Init made it
-    happen on a 3-node test Slurm (1 job in 3), a fresh one did not (see
-    launcher/forkserver.py).
+    With MPICH, Slurm 22.05's pmi2 plugin misreads now and then the long PMI-1
+    requests that carry UCX addresses, and MPI_Init then fails or hangs. On a 3-node
+    test Slurm it seemed to happen more often to ranks that had imported distributed
+    before MPI_Init (1 job in 3, against 0 of 8 fresh; fresh ranks failed too, more
+    rarely), so under this server ranks enter MPI_Init fresh (docs/admin-guide.md).
     """
     inside_srun = "SLURM_STEP_NUM_TASKS" in env and "MPI_LOCALNRANKS" not in env
     return inside_srun and "PMI_FD" in env
+
+
+def close_pmi_connection() -> None:
+    """In a process forked from a rank before MPI_Init: let go of the rank's PMI
+    connection, which hydra and slurmstepd watch to see the rank go."""
+    pmi_fd = os.environ.get("PMI_FD", "")
+    if pmi_fd.isdigit():
+        with contextlib.suppress(OSError):
+            os.close(int(pmi_fd))
 
 
 def library_name(mpi_library: str) -> str:
