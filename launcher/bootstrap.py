@@ -16,7 +16,7 @@ import secrets
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
 from launcher.mpienv import diagnose_launcher, diagnose_world, intended_rank
@@ -47,12 +47,17 @@ def _under_mpi_launcher(env: Mapping[str, str]) -> bool:
     return any(name in env for name in names)
 
 
-def connect_mpi(env: Mapping[str, str], timeout: float) -> tuple[Any, str]:
+def connect_mpi(
+    env: Mapping[str, str], timeout: float, before_init: Callable[[], None] = lambda: None
+) -> tuple[Any, str]:
     """MPI's world communicator and library description; a world of one without MPI.
 
     MPI is initialised here, not at import, so that a launcher the library cannot join
     is reported in one clear line instead of an abort inside MPI_Init, and one that
     never lets MPI_Init return ends the job after ``timeout`` (launcher/initwatch.py).
+    ``before_init`` runs once the library is known to suit the launcher: a wrong
+    launcher is reported before anything slow has run, so every rank reports it at
+    about the same moment (see end_process).
     """
     try:
         import mpi4py
@@ -65,11 +70,13 @@ def connect_mpi(env: Mapping[str, str], timeout: float) -> tuple[Any, str]:
             raise Stop(BAD_INPUT, f"launcher: mpi4py cannot load an MPI library: {err}") from None
         from launcher.comm import SoloComm
 
+        before_init()
         return SoloComm(), "no MPI library (single process)"
     library = MPI.Get_library_version()
     problem = diagnose_launcher(env, library)
     if problem:
         raise Stop(BAD_INPUT, f"launcher: {problem}")
+    before_init()
     from launcher.initwatch import watch_mpi_init
 
     # A single process has nobody to wait for in MPI_Init.
@@ -94,7 +101,8 @@ def end_process(status: int) -> NoReturn:
     exits non-zero while others still run (hydra kills them, ``srun
     --kill-on-bad-exit`` cancels them and reports the signal), so the carrier exits a
     moment after MPI_Finalize, once the others are gone; the status that reaches
-    mpirun/srun is then the carrier's.
+    mpirun/srun is then the carrier's. Ranks that stop before MPI_Init (a wrong
+    launcher) have met nowhere and may be tenths of a second apart: it waits longer.
     """
     sys.stdout.flush()
     sys.stderr.flush()
@@ -105,10 +113,11 @@ def end_process(status: int) -> NoReturn:
 
     stop_worker_helpers()
     mpi = sys.modules.get("mpi4py.MPI")
-    if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
+    met = mpi is not None and mpi.Is_initialized()
+    if met and not mpi.Is_finalized():
         mpi.Finalize()
     if status != 0:
-        time.sleep(0.2)
+        time.sleep(0.2 if met else 1.0)
     ctypes.CDLL(None).exit(status)
     os._exit(status)  # not reached
 
@@ -126,7 +135,9 @@ def configure_logging(verbose: int) -> None:
     if ours.handlers:
         return  # configured already, before MPI_Init (see prepare_before_mpi)
     set_dask_log_level(verbose)
-    import distributed  # noqa: F401  (its import installs the handlers we adjust)
+    from launcher.speedups import import_distributed
+
+    import_distributed()  # which installs the handlers we adjust
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("launcher: %(message)s"))
@@ -262,11 +273,11 @@ def run(argv: list[str], env: Mapping[str, str]) -> int:
         from launcher.preflight import preflight
 
         return preflight(options, env)
-    if options is not None and not options.plan:
-        prepare_before_mpi(options, env)
-
     timeout = startup_timeout(options)
-    world, library = connect_mpi(env, timeout)
+    if options is not None and not options.plan:
+        world, library = connect_mpi(env, timeout, lambda: prepare_before_mpi(options, env))
+    else:
+        world, library = connect_mpi(env, timeout)
     size, rank = world.Get_size(), world.Get_rank()
     speaker = rank == 0 and (size > 1 or intended_rank(env) == 0)
 
