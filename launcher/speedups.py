@@ -54,13 +54,37 @@ def import_distributed() -> None:
     collections in the rank do not walk the import's objects again, and neither do
     those in the worker processes forked from it (launcher/forkserver.py), which would
     otherwise write to, and so copy, most of the memory pages they share with the rank.
-    Then accepted TLS connections skip a context they never use.
+    Then accepted TLS connections skip a context they never use, and re-reading the
+    config parses as the import did.
     """
     if "distributed" not in sys.modules:
         with cheap_import():
             import distributed  # noqa: F401
         gc.freeze()
     _accepted_tls_streams_skip_default_context()
+    _config_refresh_parses_with_libyaml()
+
+
+@functools.cache  # once per process
+def _config_refresh_parses_with_libyaml() -> None:
+    """A nanny's worker process starts by reading the user's Dask config files again
+    (``dask.config.refresh()`` in distributed's ``WorkerProcess._run``), with PyYAML's
+    pure-Python loader: 45 ms per worker process here for dask-jobqueue's
+    ~/.config/dask/jobqueue.yaml alone, which every user of dask-jobqueue (the
+    tutorial's way) has. ``refresh`` runs inside ``cheap_import`` instead: same files,
+    same result, libyaml's loader. Installed in the rank, so the worker processes
+    forked from it (launcher/forkserver.py) inherit it.
+    """
+    import dask.config
+
+    refresh = dask.config.refresh
+
+    @functools.wraps(refresh)
+    def refresh_with_libyaml(*args: Any, **kwargs: Any) -> None:
+        with cheap_import():
+            refresh(*args, **kwargs)
+
+    dask.config.refresh = refresh_with_libyaml
 
 
 @functools.cache  # once per process

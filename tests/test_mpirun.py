@@ -9,6 +9,7 @@ import json
 import re
 import stat
 import time
+from pathlib import Path
 
 import pytest
 
@@ -126,6 +127,42 @@ def test_worker_processes_come_from_a_fork_of_their_rank(script):
     assert len(workers) == 3
     for worker, server, rank, forked in workers:
         assert forked and len({worker, server, rank}) == 3, workers
+
+
+TRACKER = """
+import os
+from distributed import get_client
+
+def tracker():
+    from multiprocessing import resource_tracker
+    import _multiprocessing
+    pid = resource_tracker._resource_tracker._pid
+    with open(f"/proc/{pid}/stat") as f:
+        parent = int(f.read().rsplit(")", 1)[1].split()[1])
+    with open(f"/proc/{pid}/cmdline", "rb") as f, open("/proc/self/cmdline", "rb") as g:
+        forked = f.read() == g.read()
+    # A semaphore left behind, as by a worker killed before it cleaned up.
+    name = f"/mp-launcher-test-{os.getpid()}"
+    _multiprocessing.SemLock(1, 1, 1, name, False)  # closed, never unlinked
+    resource_tracker.register(name, "semaphore")
+    return parent == os.getpid(), forked, len(os.listdir(f"/proc/{pid}/fd")), name
+
+print(sorted(get_client().run(tracker, nanny=True).values()))
+"""
+
+
+def test_a_ranks_resource_tracker_is_forked_and_still_cleans_up(script):
+    """launcher/forkserver.py: the nanny's resource tracker is forked from its rank
+    (not a fresh interpreter), holds only its pipe and stderr, and still removes what
+    was left registered when the rank ends."""
+    result = run(launcher_cmd(str(script(TRACKER))))
+    assert_clean(result)
+    ranks = ast.literal_eval(result.stdout.strip())
+    assert len(ranks) == 3
+    for child, forked, fds, name in ranks:
+        assert child and forked and fds == 2, ranks
+        assert not Path(f"/dev/shm/sem.{name[1:]}").exists(), name
+    assert result.stderr.count("leaked semaphore objects") == 3, result
 
 
 def test_single_process_without_mpirun(script):

@@ -24,7 +24,10 @@ original = yaml.safe_load
 assert yaml.safe_load is original, "yaml.safe_load was left replaced"
 import dask
 config = {{k: v for k, v in dask.config.config.items() if k != "launcher"}}
-print(json.dumps(config, sort_keys=True, default=repr))
+dask.config.refresh()  # what a nanny's worker process does first
+assert yaml.safe_load is original, "yaml.safe_load was left replaced"
+refreshed = {{k: v for k, v in dask.config.config.items() if k != "launcher"}}
+print(json.dumps([config, refreshed], sort_keys=True, default=repr))
 """
 
 
@@ -45,7 +48,8 @@ def test_the_c_loader_is_used_only_inside_and_put_back():
 
 
 def test_importing_through_the_launcher_gives_the_same_dask_config(tmp_path):
-    """User config files included: they are parsed during the same import."""
+    """User config files included: they are parsed during the same import, and again
+    by ``dask.config.refresh``."""
     (tmp_path / "site.yaml").write_text(
         textwrap.dedent("""\
             distributed:
@@ -73,10 +77,11 @@ def test_importing_through_the_launcher_gives_the_same_dask_config(tmp_path):
     )
     assert plain.returncode == 0, plain
     assert ours.returncode == 0, ours
-    config = json.loads(ours.stdout)
-    assert config["distributed"]["worker"]["memory"]["target"] == 0.42
-    assert config["distributed"]["comm"]["timeouts"]["connect"] == "17s"
-    assert config == json.loads(plain.stdout)
+    imported, refreshed = json.loads(ours.stdout)
+    for config in (imported, refreshed):
+        assert config["distributed"]["worker"]["memory"]["target"] == 0.42
+        assert config["distributed"]["comm"]["timeouts"]["connect"] == "17s"
+    assert [imported, refreshed] == json.loads(plain.stdout)
 
 
 ACCEPT_TLS = """
@@ -124,3 +129,28 @@ def test_an_accepted_tls_connection_builds_no_default_context_and_still_checks_c
     result = run([PYTHON, "-c", ACCEPT_TLS], timeout=60)
     assert result.returncode == 0, result
     assert result.stdout.split() == ["{'ping':", "1}", "True", "0"], result
+
+
+REFRESH_LOADER = """
+import dask.config, yaml
+from launcher.speedups import import_distributed
+
+import_distributed()
+seen = []
+collect = dask.config.collect
+
+def spy(*args, **kwargs):
+    seen.append(getattr(yaml.safe_load, "keywords", {}).get("Loader"))
+    return collect(*args, **kwargs)
+
+dask.config.collect = spy
+dask.config.refresh()
+print(seen == [yaml.CSafeLoader], yaml.safe_load.__module__)
+"""
+
+
+def test_a_config_refresh_reads_files_with_the_c_loader():
+    """What a nanny's worker process does first (distributed's WorkerProcess._run)."""
+    result = run([PYTHON, "-c", REFRESH_LOADER], timeout=60)
+    assert result.returncode == 0, result
+    assert result.stdout.split() == ["True", "yaml"], result
