@@ -128,9 +128,11 @@ def configure_logging(verbose: int) -> None:
     if ours.handlers:
         return  # configured already, before MPI_Init (see prepare_before_mpi)
     set_dask_log_level(verbose)
+    from launcher.config import set_distributed_defaults
     from launcher.speedups import import_distributed
 
     import_distributed()  # which installs the handlers we adjust
+    set_distributed_defaults()
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("launcher: %(message)s"))

@@ -26,7 +26,15 @@ from dask.utils import parse_bytes, parse_timedelta
 DEFAULTS_FILE = Path(__file__).with_name("launcher.yaml")
 with DEFAULTS_FILE.open() as _f:
     PACKAGE_DEFAULTS: dict[str, Any] = yaml.load(_f, Loader=YAML_LOADER)
-dask.config.update_defaults(PACKAGE_DEFAULTS)
+dask.config.update_defaults({"launcher": PACKAGE_DEFAULTS["launcher"]})
+
+
+def set_distributed_defaults() -> None:
+    """The ``distributed`` section of launcher.yaml, once distributed is imported: the
+    import registers distributed's own defaults, which would replace ours if ours came
+    first. Values the user set in their Dask config still win."""
+    dask.config.update_defaults({"distributed": PACKAGE_DEFAULTS["distributed"]})
+
 
 LAYOUTS = ("compact", "dedicated")
 

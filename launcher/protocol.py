@@ -75,8 +75,15 @@ class StopListener:
         self.overdue = overdue
         self.exit_code: int | None = None
         self.abandoned: str | None = None  # why, when the client rank was given up
+        # The worker's stop watch and the rank's main thread may both ask: only one may
+        # receive the message that the other has just probed.
+        self._checking = threading.Lock()
 
     def check(self) -> bool:
+        with self._checking:
+            return self._check()
+
+    def _check(self) -> bool:
         if self.exit_code is None:
             message = self.comm.poll(STOP, source=self.client_rank)
             if message is not None:

@@ -114,3 +114,27 @@ def test_booleans_from_environment_variables():
     assert boolean(0) is False and boolean(1) is True and boolean("no") is False
     with pytest.raises(ConfigError):
         boolean(2)
+
+
+TICKS = """
+from distributed import get_client
+
+def tick(dask_worker):
+    return dask_worker._tick_interval
+
+client = get_client()
+servers = set(client.run(tick).values()) | set(client.run(tick, nanny=True).values())
+servers.add(client.run_on_scheduler(lambda dask_scheduler: dask_scheduler._tick_interval))
+print(sorted(servers))
+"""
+
+
+@pytest.mark.parametrize(
+    ("env", "seconds"), [({}, 0.1), ({"DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL": "30ms"}, 0.03)]
+)
+def test_the_package_sets_a_dask_default_that_users_can_override(script, env, seconds):
+    """launcher.yaml's distributed section reaches the scheduler, the nanny and its
+    worker process; the user's own Dask config still wins."""
+    result = run(launcher_cmd(str(script(TICKS)), n=None), env=env, timeout=60)
+    assert result.returncode == 0, result
+    assert json.loads(result.stdout) == [seconds], result
