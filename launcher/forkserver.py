@@ -11,7 +11,9 @@ So a rank that will run a nanny imports distributed before MPI_Init and forks th
 fork server from itself: the server starts with everything imported, shares those
 pages with the rank, holds no MPI state (MPI is not initialised yet), and every worker
 it forks starts in a fraction of a second. Python's forkserver module is driven through
-its ``main`` and three attributes of its module-level ``ForkServer``.
+its ``main`` and three attributes of its module-level ``ForkServer``. The nanny's
+other helper, multiprocessing's resource tracker, is forked the same way instead of
+being spawned as one more fresh interpreter.
 
 Where that cannot be done, multiprocessing starts its own server, preloaded with
 distributed, before MPI_Init too (so that it holds no MPI state), and the rank imports
@@ -110,8 +112,9 @@ def start_worker_helpers(fork_server: bool) -> None:
     no longer knows; a fork server would die of SIGTERM. An ignored signal stays ignored
     across fork and exec, so they are started while these signals are ignored here.
 
-    ``fork_server``: also start the fork server (see the module docstring). Only before
-    MPI_Init, while the process has no other thread.
+    ``fork_server``: also start the fork server (see the module docstring), and fork the
+    resource tracker from this process rather than spawn it. Only before MPI_Init,
+    while the process has no other thread.
     """
     global _server_started
     previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in SIGNALS}
