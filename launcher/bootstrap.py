@@ -132,7 +132,7 @@ def configure_logging(verbose: int) -> None:
     from launcher.speedups import import_distributed
 
     import_distributed()  # which installs the handlers we adjust
-    set_distributed_defaults()
+    set_distributed_defaults()  # now that distributed's own are in
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("launcher: %(message)s"))
