@@ -16,11 +16,11 @@ other helper, multiprocessing's resource tracker, is forked the same way instead
 being spawned as one more fresh interpreter.
 
 Where that cannot be done, multiprocessing starts its own server, preloaded with
-distributed, before MPI_Init too (so that it holds no MPI state), and the rank imports
-distributed after MPI_Init: only slower. That is the case where the rank has not
-imported distributed before MPI_Init (under Slurm's pmi2 plugin, see
-launcher/mpienv.py: pmi_from_slurmstepd) and on Pythons whose forkserver authenticates
-its clients with a key (3.14).
+distributed (launcher/preload.py), before MPI_Init too (so that it holds no MPI
+state), and the rank imports distributed after MPI_Init: only slower. That is the case
+where the rank has not imported distributed before MPI_Init (under Slurm's pmi2 plugin,
+see launcher/mpienv.py: pmi_from_slurmstepd) and on Pythons whose forkserver
+authenticates its clients with a key (3.14).
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def start_worker_helpers(fork_server: bool) -> None:
         if _forkable(forkserver._forkserver):
             _fork_server()
         else:
-            forkserver.set_forkserver_preload(["distributed"])
+            forkserver.set_forkserver_preload(["launcher.preload"])
             forkserver.ensure_running()
         _server_started = True
     finally:

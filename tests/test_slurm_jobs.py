@@ -179,6 +179,35 @@ def test_workers_spill_to_node_local_scratch(one, tmp_path):
     assert list(scratch.iterdir()) == [], "the job's scratch directory was left behind"
 
 
+SPEEDUPS = """
+import os
+from distributed import get_client
+
+def worker_process():
+    import dask.config, tornado.tcpserver
+    from multiprocessing import parent_process
+    return (
+        parent_process() is not None,
+        hasattr(dask.config.refresh, "__wrapped__"),
+        tornado.tcpserver.SSLIOStream.__name__,
+    )
+
+print("WORKERS", sorted(set(get_client().run(worker_process).values())))
+"""
+
+
+def test_worker_processes_under_slurms_pmi2_have_the_launchers_speedups(one):
+    """Under srun --mpi=pmi2 the ranks cannot fork their nanny's fork server
+    (launcher/mpienv.py: pmi_from_slurmstepd): multiprocessing's own server, preloaded
+    with launcher/preload.py, starts the worker processes, and they carry the
+    launcher's speedups."""
+    job = one.submit("--ntasks=3", args=[one.script("speedups.py", SPEEDUPS)])
+    assert one.finish(job) == ("COMPLETED", "0:0"), job.text
+    found = re.search(r"^WORKERS (.*)$", job.text, re.M)
+    assert found, job.text
+    assert found.group(1) == "[(True, True, 'AcceptedSSLIOStream')]", job.text
+
+
 SLEEPY = """
 import time, dask, launcher
 print("RUNNING", flush=True)
