@@ -36,6 +36,7 @@ from launcher.interrupt import SIGNALS
 from launcher.mpienv import close_pmi_connection
 
 _STATE = ("_forkserver_address", "_forkserver_alive_fd", "_forkserver_pid")
+_TRACKER_STATE = ("_fd", "_pid")  # what ResourceTracker.ensure_running sets
 _server_started = False
 
 
@@ -92,7 +93,7 @@ def _fork_resource_tracker() -> None:
     """multiprocessing spawns its resource tracker as a fresh interpreter: 45-70 ms of
     CPU per rank here (1-2 s on 32 ranks sharing 2 cores), for a loop that reads a
     pipe. Forked from the rank, before MPI_Init, it costs a fork. Driven through the
-    two attributes ``ensure_running`` sets; it is ``main`` that runs in the child."""
+    attributes in ``_TRACKER_STATE``; it is ``main`` that runs in the child."""
     tracker = resource_tracker._resource_tracker
     with tracker._lock:
         alive_r, alive_w = os.pipe()
@@ -119,13 +120,13 @@ def start_worker_helpers(fork_server: bool) -> None:
     global _server_started
     previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in SIGNALS}
     try:
-        if not fork_server:
-            resource_tracker.ensure_running()
-            return
-        if all(hasattr(resource_tracker._resource_tracker, name) for name in ("_fd", "_pid")):
+        tracker = resource_tracker._resource_tracker
+        if fork_server and all(hasattr(tracker, name) for name in _TRACKER_STATE):
             _fork_resource_tracker()
         else:
             resource_tracker.ensure_running()
+        if not fork_server:
+            return
         if _forkable(forkserver._forkserver):
             _fork_server()
         else:

@@ -180,7 +180,6 @@ def test_workers_spill_to_node_local_scratch(one, tmp_path):
 
 
 SPEEDUPS = """
-import os
 from distributed import get_client
 
 def worker_process():
