@@ -79,6 +79,46 @@ def test_single_node_job_runs_and_down_stops_everything(cluster, tmp_path):
     assert cluster.tool("status", check=False).returncode == 1
 
 
+def children(pid):
+    """(pid, state, command) of each process whose parent is pid."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            data = (entry / "stat").read_text()
+        except OSError:
+            continue
+        rest = data[data.rindex(")") + 2 :].split()
+        if int(rest[1]) == pid:
+            found.append((int(entry.name), rest[0], data[data.index("(") + 1 : data.rindex(")")]))
+    return found
+
+
+def test_slurmstepd_is_reaped_by_the_nodes_reaper_not_init(cluster, tmp_path):
+    """slurmd double-forks each slurmstepd; as on a real node, where init reaps at once,
+    the exited step must not wait for this machine's PID 1 (which reaps every few
+    seconds) while the job's end waits for it."""
+    cluster.up()
+    (node,) = [d for d in cluster.recorded()["daemons"] if d["name"] != "slurmctld"]
+    reaper = node["pid"]
+    (slurmd,) = [pid for pid, _, command in children(reaper) if command == "slurmd"]
+
+    # the task's parent is its slurmstepd; that one's parent is the reaper
+    script = "srun sh -c 'cut -d\" \" -f4 /proc/$PPID/stat'"
+    job = cluster.submit("--ntasks=1", "--wrap", script, workdir=tmp_path)
+    cluster.wait(job)
+    assert job.text.split() == [str(reaper)], job.text
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        zombies = [c for c in children(reaper) if c[1] == "Z"]
+        if not zombies:
+            break
+        time.sleep(0.05)
+    assert not zombies, f"exited children left unreaped: {zombies}"
+
+    cluster.down()
+    assert proc_start(slurmd) is None, "slurmd outlived its reaper"
+
+
 def test_job_exit_code_is_propagated(cluster, tmp_path):
     cluster.up()
     job = cluster.submit("--wrap", "exit 3", workdir=tmp_path)
