@@ -17,10 +17,8 @@ being spawned as one more fresh interpreter.
 
 Where that cannot be done, multiprocessing starts its own server, preloaded with
 distributed (launcher/preload.py), before MPI_Init too (so that it holds no MPI
-state), and the rank imports distributed after MPI_Init: only slower. That is the case
-where the rank has not imported distributed before MPI_Init (under Slurm's pmi2 plugin,
-see launcher/mpienv.py: pmi_from_slurmstepd) and on Pythons whose forkserver
-authenticates its clients with a key (3.14).
+state): only slower. That is the case on Pythons whose forkserver authenticates its
+clients with a key (3.14), and where the rank has not imported distributed.
 """
 
 from __future__ import annotations

@@ -36,19 +36,6 @@ def launched_size(env: Mapping[str, str]) -> int:
     return 1
 
 
-def pmi_from_slurmstepd(env: Mapping[str, str]) -> bool:
-    """Is this task's PMI server Slurm's own (``srun --mpi=pmi2``), not hydra's?
-
-    With MPICH, Slurm 22.05's pmi2 plugin misreads now and then the long PMI-1
-    requests that carry UCX addresses, and MPI_Init then fails or hangs. On a 3-node
-    test Slurm it seemed to happen more often to ranks that had imported distributed
-    before MPI_Init (1 job in 3, against 0 of 8 fresh; fresh ranks failed too, more
-    rarely), so under this server ranks enter MPI_Init fresh (docs/admin-guide.md).
-    """
-    inside_srun = "SLURM_STEP_NUM_TASKS" in env and "MPI_LOCALNRANKS" not in env
-    return inside_srun and "PMI_FD" in env
-
-
 def close_pmi_connection() -> None:
     """In a process forked from a rank before MPI_Init: let go of the rank's PMI
     connection, which hydra and slurmstepd watch to see the rank go."""

@@ -5,7 +5,6 @@ from launcher.mpienv import (
     diagnose_world,
     intended_rank,
     library_name,
-    pmi_from_slurmstepd,
 )
 
 MPICH = "MPICH Version:      5.0.2\nMPICH configure:    --with-pm=hydra:gforker\n"
@@ -61,13 +60,3 @@ def test_intended_rank_comes_from_the_launcher():
     assert intended_rank({"OMPI_COMM_WORLD_RANK": "2", "SLURM_PROCID": "5"}) == 2
     assert intended_rank({"SLURM_PROCID": "5"}) == 5
     assert intended_rank({}) == 0
-
-
-def test_whose_pmi_server_a_task_talks_to():
-    step = {"SLURM_JOB_ID": "1", "SLURM_STEP_NUM_TASKS": "4", "SLURM_PROCID": "0"}
-    assert pmi_from_slurmstepd({**step, "PMI_FD": "5", "PMI_RANK": "0"})  # srun --mpi=pmi2
-    assert not pmi_from_slurmstepd({**step, "PMIX_RANK": "0"})  # srun --mpi=pmix
-    hydra_in_a_job = {**step, "PMI_FD": "7", "PMI_RANK": "0", "MPI_LOCALNRANKS": "4"}
-    assert not pmi_from_slurmstepd(hydra_in_a_job)  # mpirun inside the job
-    assert not pmi_from_slurmstepd({"PMI_FD": "7", "PMI_RANK": "0", "MPI_LOCALNRANKS": "4"})
-    assert not pmi_from_slurmstepd({})
