@@ -22,7 +22,7 @@ from distributed import Client, performance_report
 
 from launcher.comm import DONE, FAILED, READY, STOP, PatientComm, StartupAborted
 from launcher.forkserver import start_worker_helpers, use_fork_server
-from launcher.interrupt import ClientWatch, Interrupted
+from launcher.interrupt import ClientWatch, Interrupted, replay_held_signal
 from launcher.plan import Plan
 from launcher.progress import Progress
 from launcher.protocol import final_barrier, prepare_directory, remove_directory, share_address
@@ -55,7 +55,7 @@ class ClientRank:
             start_worker_helpers(fork_server=False)
             use_fork_server()
         self.watch.install()
-        self.watch.raising = True
+        replay_held_signal()
         try:
             try:
                 self.start_cluster()
@@ -159,6 +159,12 @@ class ClientRank:
                 address = share_address(self.comm, plan)
             except StartupAborted as err:
                 raise ClusterError(str(err)) from None
+        # Interrupts wait until here: every rank has the scheduler's address (or the
+        # news that there is none), so each can be stopped in order; an interrupt
+        # before it would leave them waiting for the address until the startup timeout.
+        self.watch.raising = True
+        if self.watch.cause is not None:
+            raise self.watch.cause
         self.summary.scheduler_address = address
         self.client = Client(address)
         self.wait_for_workers()

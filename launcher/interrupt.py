@@ -29,6 +29,33 @@ CLIENT_LOST_SECONDS = 20.0
 SCHEDULER_LOST_SECONDS = 5.0
 
 log = logging.getLogger("launcher")
+_held: list[int] = []
+
+
+def hold_signals() -> None:
+    """From the start of a rank until its watch is installed, keep a signal instead of
+    dying of it (SIGTERM's and SIGUSR1's default action), which would end the step as
+    a crash of one task, with no summary and no say for the user's code.
+
+    Slurm sends the walltime warning at its first periodic check once the warning is
+    due, up to 30 s early: with a short time limit that can be while the ranks start
+    (0-30 s after the start of a 1-minute test job with ``--signal=USR1@50``). scancel
+    can come at any time. The watch gets the held signal (``replay_held_signal``)."""
+    for signum in SIGNALS:
+        signal.signal(signum, _hold)
+
+
+def _hold(signum: int, frame: object) -> None:
+    _held.append(signum)
+
+
+def replay_held_signal() -> None:
+    """Deliver the first signal held during start-up again, to the handler installed
+    now."""
+    if _held:
+        signum = _held[0]
+        _held.clear()
+        signal.raise_signal(signum)
 
 
 class Interrupted(KeyboardInterrupt):

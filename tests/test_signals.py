@@ -5,10 +5,12 @@ the summary says "interrupted", and nothing is left running."""
 import json
 import os
 import signal
+import time
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import launcher_cmd, start
+from tests.conftest import MPIRUN, launcher_cmd, processes_with_token, start
 
 SLEEPY = """
 import os, sys, time, dask, launcher
@@ -85,6 +87,45 @@ def test_code_that_ignores_the_interrupt_is_ended_after_the_grace(script, tmp_pa
     assert result.seconds < 15
     data = json.loads(summary.read_text())
     assert data["status"] == "interrupted" and "did not stop within 5 s" in data["error"]
+
+
+def rank_in_mpi_init(job, rank: int, timeout: float = 30) -> int:
+    """PID of the launcher's rank ``rank`` once it has loaded the MPI library (so it
+    is in or at MPI_Init, past the launcher's first lines)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid, cmdline in processes_with_token(job.token).items():
+            if "-m launcher" not in cmdline:
+                continue
+            try:
+                env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+                maps = Path(f"/proc/{pid}/maps").read_text()
+            except OSError:
+                continue
+            if f"PMI_RANK={rank}".encode() in env and "libmpi" in maps:
+                return pid
+        time.sleep(0.02)
+    job.finish(timeout=5)
+    pytest.fail(f"rank {rank} did not reach MPI_Init within {timeout} s")
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_a_signal_during_start_up_ends_the_job_as_interrupted(script, tmp_path, rank):
+    """Slurm may send the walltime warning while the ranks start: the rank keeps it
+    (launcher.interrupt.hold_signals) and the job ends as interrupted, instead of the
+    rank dying of it. Rank 2 starts 4 s late, so the others wait in MPI_Init."""
+    path = script("print('USER CODE RAN', flush=True)\nimport time\ntime.sleep(60)\n")
+    summary = tmp_path / "summary.json"
+    late = 'if [ "$PMI_RANK" = 2 ]; then sleep 4; fi; exec "$@"'
+    launcher = launcher_cmd("--summary", str(summary), str(path), n=None)
+    job = start([str(MPIRUN), "-n", "3", "sh", "-c", late, "sh", *launcher])
+    os.kill(rank_in_mpi_init(job, rank), signal.SIGUSR1)
+    result = job.finish(timeout=30)
+    assert result.returncode == 138 and not result.leftovers, result
+    assert f"SIGUSR1 received on rank {rank}" in result.output, result
+    data = json.loads(summary.read_text())
+    assert data["status"] == "interrupted" and data["exit_code"] == 138, data
+    assert data["error"] == f"SIGUSR1 received on rank {rank}", data  # every rank closed
 
 
 def test_distributeds_sync_cancel_race_is_not_printed():
