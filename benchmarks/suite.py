@@ -288,10 +288,11 @@ class Suite:
                 self._failed("submit", key, ranks, reason, job.run)
                 continue
             self.results.add("submit", key, ranks, job.seconds)
+            result_at = None
             if key == "slurmcluster":
                 counted = _slurmcluster_count(job.output)
                 if counted:
-                    workers, worker_jobs = counted
+                    workers, worker_jobs, result_at = counted
                     self.results.counts[(key, ranks)] = {
                         "workers": workers,
                         "threads": workers,
@@ -302,7 +303,15 @@ class Suite:
                 marks = job.markers()
                 if "result" in marks:
                     self._count(key, ranks, marks["result"], ranks)
-            self.log(f"  {key:>14} n={ranks:<3} submit -> done {job.seconds:6.2f} s")
+                    result_at = marks["result"]["t"]
+            # The result is stamped inside the job, the submission next to slurmctld:
+            # one machine, one clock.
+            to_result = None if result_at is None else result_at - job.submitted
+            self.results.add("submit_result", key, ranks, to_result)
+            shown = "?" if to_result is None else f"{to_result:6.2f} s"
+            self.log(
+                f"  {key:>14} n={ranks:<3} submit -> result {shown}, done {job.seconds:6.2f} s"
+            )
 
     # --- bookkeeping ---------------------------------------------------------------
 
@@ -352,9 +361,10 @@ def _missing(module: str) -> str | None:
     return None
 
 
-def _slurmcluster_count(output: str) -> tuple[int, int] | None:
+def _slurmcluster_count(output: str) -> tuple[int, int, float] | None:
+    """Workers joined, worker jobs submitted, and when the result came."""
     for line in output.splitlines():
         if line.startswith("BENCH_SLURMCLUSTER "):
-            workers, jobs = line.split()[1:3]
-            return int(workers), int(jobs)
+            workers, jobs, at = line.split()[1:4]
+            return int(workers), int(jobs), float(at)
     return None

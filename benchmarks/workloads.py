@@ -155,7 +155,7 @@ with SLURMRunner(scheduler_file=os.environ["BENCH_SCHEDULER_FILE"]) as runner:
 }
 
 #: The tutorial's script for SLURMCluster, as NRIS documents it (one job per worker),
-#: with only the account made harmless and the count of workers reported.
+#: with only the account made harmless and the count of workers (and when) reported.
 SLURMCLUSTER_TUTORIAL = """
 import dask
 from dask.distributed import Client
@@ -189,7 +189,8 @@ analysis = dask.delayed(do_analysis)(results)
 final_result = analysis.compute()
 print(f"and the final result is: {final_result}")
 workers = client.scheduler_info(n_workers=-1)["workers"]
-print("BENCH_SLURMCLUSTER", len(workers), len(cluster.workers), flush=True)
+import time
+print("BENCH_SLURMCLUSTER", len(workers), len(cluster.workers), time.time(), flush=True)
 
 cluster.close() # shutdown the cluster
 client.close() # shutdown the client
