@@ -18,7 +18,7 @@ being spawned as one more fresh interpreter.
 Where that cannot be done, multiprocessing starts its own server, preloaded with
 distributed (launcher/preload.py), before MPI_Init too (so that it holds no MPI
 state): only slower. That is the case on Pythons whose forkserver authenticates its
-clients with a key (3.14), and where the rank has not imported distributed.
+clients with a key (3.14).
 """
 
 from __future__ import annotations
