@@ -17,14 +17,20 @@ import pytest
 from tests.slurm import CMD_TIMEOUT, MINISLURM, MiniSlurm, cannot_run_reason
 
 
-def proc_start(pid):
-    """Start time of a live (non-zombie) pid, else None."""
+def proc_stat(pid):
+    """(command, state, parent pid, start time) from /proc/<pid>/stat, else None."""
     try:
         data = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     rest = data[data.rindex(")") + 2 :].split()
-    return None if rest[0] in ("Z", "X") else int(rest[19])
+    return data[data.index("(") + 1 : data.rindex(")")], rest[0], int(rest[1]), int(rest[19])
+
+
+def proc_start(pid):
+    """Start time of a live (non-zombie) pid, else None."""
+    stat = proc_stat(pid)
+    return None if stat is None or stat[1] in ("Z", "X") else stat[3]
 
 
 def assert_gone(records):
@@ -83,13 +89,9 @@ def children(pid):
     """(pid, state, command) of each process whose parent is pid."""
     found = []
     for entry in Path("/proc").iterdir():
-        try:
-            data = (entry / "stat").read_text()
-        except OSError:
-            continue
-        rest = data[data.rindex(")") + 2 :].split()
-        if int(rest[1]) == pid:
-            found.append((int(entry.name), rest[0], data[data.index("(") + 1 : data.rindex(")")]))
+        stat = proc_stat(entry.name) if entry.name.isdigit() else None
+        if stat is not None and stat[2] == pid:
+            found.append((int(entry.name), stat[1], stat[0]))
     return found
 
 
