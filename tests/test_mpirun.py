@@ -129,6 +129,42 @@ def test_worker_processes_come_from_a_fork_of_their_rank(script):
         assert forked and len({worker, server, rank}) == 3, workers
 
 
+#: What Python 3.14's forkserver looks like to launcher/forkserver.py: it authenticates
+#: its clients with a key, so a rank cannot fork the server from itself.
+AUTHENTICATING_FORKSERVER = """
+from multiprocessing import forkserver
+forkserver._forkserver._forkserver_authkey = None
+"""
+
+ORIGIN = """
+import os
+from distributed import get_client
+
+def origin():
+    import dask.config
+    with open(f"/proc/{os.getppid()}/cmdline", "rb") as f:
+        server = f.read().replace(b"\\0", b" ")
+    ours = b"from multiprocessing.forkserver import main" in server
+    return ours, b"launcher.preload" in server, hasattr(dask.config.refresh, "__wrapped__")
+
+print(sorted(get_client().run(origin).values()))
+"""
+
+
+def test_where_a_rank_cannot_fork_the_server_multiprocessings_own_is_preloaded(script, tmp_path):
+    """launcher/forkserver.py's fallback (Python 3.14, simulated through sitecustomize):
+    worker processes come from multiprocessing's own fork server, which imported
+    launcher/preload.py, so they have the launcher's speedups (here: the config refresh
+    with libyaml); the job still ends clean."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(AUTHENTICATING_FORKSERVER)
+    result = run(launcher_cmd(str(script(ORIGIN))), env={"PYTHONPATH": str(site)})
+    assert_clean(result)
+    workers = ast.literal_eval(result.stdout.strip())
+    assert workers == [(True, True, True)] * 3, workers
+
+
 TRACKER = """
 import os
 from distributed import get_client
