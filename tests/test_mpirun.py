@@ -165,6 +165,27 @@ def test_where_a_rank_cannot_fork_the_server_multiprocessings_own_is_preloaded(s
     assert workers == [(True, True, True)] * 3, workers
 
 
+RANK_CPU = """
+import time
+print("CPU", time.process_time())
+"""
+
+
+@pytest.mark.parametrize(("heavy_yield", "sleeps"), [(None, True), ("0", False)])
+def test_ranks_waiting_in_mpi_init_for_a_late_rank_sleep(script, heavy_yield, sleeps):
+    """MPICH polls in MPI_Init until every rank has arrived, burning a core per waiting
+    rank; the launcher has it sleep between polls (bootstrap.MPI_ENVIRONMENT), unless
+    the user's environment says otherwise. Rank 1 starts 5 s late: the client rank
+    uses well under those 5 s of CPU meanwhile, or all of them when told to spin."""
+    late = 'if [ "$PMI_RANK" = 1 ]; then sleep 5; fi; exec "$@"'
+    launcher = launcher_cmd(str(script(RANK_CPU)), n=None)
+    env = {} if heavy_yield is None else {"MPIR_CVAR_ENABLE_HEAVY_YIELD": heavy_yield}
+    result = run([str(MPIRUN), "-n", "2", "sh", "-c", late, "sh", *launcher], env=env)
+    assert_clean(result)
+    cpu = float(re.search(r"^CPU ([\d.]+)$", result.stdout, re.M).group(1))
+    assert (cpu < 3.0) if sleeps else (cpu > 4.5), result
+
+
 TRACKER = """
 import os
 from distributed import get_client
