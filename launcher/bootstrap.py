@@ -57,7 +57,7 @@ def _under_mpi_launcher(env: Mapping[str, str]) -> bool:
 #: wait, and 32 ranks on 2 cores had their cluster ready 1.2 s sooner (3 interleaved
 #: runs each; at 4 ranks the difference is within the noise). The launcher's own waits
 #: sleep already (launcher/comm.py). MPICH reads it in MPI_Init; a value already in the
-#: environment (the user's, the site's) wins; other MPI libraries ignore it.
+#: environment (the user's, the site's) wins; libraries that do not know it ignore it.
 MPI_ENVIRONMENT = {"MPIR_CVAR_ENABLE_HEAVY_YIELD": "1"}
 
 
