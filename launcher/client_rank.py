@@ -22,7 +22,7 @@ from distributed import Client, performance_report
 
 from launcher.comm import DONE, FAILED, READY, STOP, PatientComm, StartupAborted
 from launcher.forkserver import start_worker_helpers, use_fork_server
-from launcher.interrupt import ClientWatch, Interrupted, replay_held_signal
+from launcher.interrupt import ClientWatch, Interrupted
 from launcher.plan import Plan
 from launcher.progress import Progress
 from launcher.protocol import final_barrier, prepare_directory, remove_directory, share_address
@@ -55,7 +55,6 @@ class ClientRank:
             start_worker_helpers(fork_server=False)
             use_fork_server()
         self.watch.install()
-        replay_held_signal()
         try:
             try:
                 self.start_cluster()

@@ -40,7 +40,7 @@ def hold_signals() -> None:
     Slurm sends the walltime warning at its first periodic check once the warning is
     due, up to 30 s early: with a short time limit that can be while the ranks start
     (0-30 s after the start of a 1-minute test job with ``--signal=USR1@50``). scancel
-    can come at any time. The watch gets the held signal (``replay_held_signal``)."""
+    can come at any time. The watch gets the held signal (``take_over_signals``)."""
     for signum in SIGNALS:
         signal.signal(signum, _hold)
 
@@ -49,9 +49,11 @@ def _hold(signum: int, frame: object) -> None:
     _held.append(signum)
 
 
-def replay_held_signal() -> None:
-    """Deliver the first signal held during start-up again, to the handler installed
-    now."""
+def take_over_signals(handler: Callable[[int, object], None]) -> None:
+    """Install a watch's handler, and deliver to it the first signal held during
+    start-up, if any."""
+    for signum in SIGNALS:
+        signal.signal(signum, handler)
     if _held:
         signum = _held[0]
         _held.clear()
@@ -120,8 +122,7 @@ class ClientWatch:
         self._watch = threading.Thread(target=self._watch, name="launcher-watch", daemon=True)
 
     def install(self) -> None:
-        for signum in SIGNALS:
-            signal.signal(signum, self._on_signal)
+        take_over_signals(self._on_signal)
         self._watch.start()
 
     def stop_watching(self) -> None:
@@ -196,8 +197,7 @@ class ServingWatch:
         self._heard_at = time.monotonic()
 
     def install(self) -> None:
-        for signum in SIGNALS:
-            signal.signal(signum, self._on_signal)
+        take_over_signals(self._on_signal)
 
     def _on_signal(self, signum: int, frame: object) -> None:
         if self.signum is None:

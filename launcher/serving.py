@@ -21,7 +21,7 @@ import dask_mpi
 
 from launcher.comm import DONE, FAILED, READY, PatientComm, StartupAborted
 from launcher.forkserver import start_worker_helpers, use_fork_server
-from launcher.interrupt import ServingWatch, replay_held_signal
+from launcher.interrupt import ServingWatch
 from launcher.plan import Plan, RankPlan
 from launcher.protocol import (
     StopListener,
@@ -76,7 +76,6 @@ class ServingRank:
             start_worker_helpers(fork_server=False)
             use_fork_server()
         self.watch.install()
-        replay_held_signal()
         failure = self.run_scheduler() if "scheduler" in self.me.roles else self.run_worker()
         return self.finish(failure)
 
