@@ -180,6 +180,26 @@ def launcher_cmd(*args: str, n: int | None = 4) -> list[str]:
     return [*prefix, PYTHON, "-m", "launcher", *args]
 
 
+def late_rank_cmd(n: int, late: int, seconds: float, *args: str) -> list[str]:
+    """``launcher_cmd(*args, n=n)`` whose rank ``late`` starts ``seconds`` after the
+    others, which meanwhile wait for it in MPI_Init."""
+    wrapper = f'if [ "$PMI_RANK" = {late} ]; then sleep {seconds}; fi; exec "$@"'
+    return [str(MPIRUN), "-n", str(n), "sh", "-c", wrapper, "sh", *launcher_cmd(*args, n=None)]
+
+
+#: For scripts that look at processes from inside the job: a process's command line
+#: (bytes, NUL-separated) and its parent's pid.
+PROC_HELPERS = """
+def cmdline(pid):
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read()
+
+def parent(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+"""
+
+
 @pytest.fixture
 def script(tmp_path):
     """Write a user script into the test's directory and return its path."""

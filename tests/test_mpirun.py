@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MPIRUN, PYTHON, launcher_cmd, run
+from tests.conftest import MPIRUN, PROC_HELPERS, PYTHON, late_rank_cmd, launcher_cmd, run
 
 NOISE = re.compile(r"CommClosedError|StreamClosedError|Traceback|distributed\.\w+ - (INFO|WARNING)")
 
@@ -98,17 +98,11 @@ def test_module_target_runs_as_main(tmp_path):
     assert "module ['a', 'b'] 3" in result.stdout
 
 
-LINEAGE = """
+LINEAGE = (
+    PROC_HELPERS
+    + """
 import os
 from distributed import get_client
-
-def cmdline(pid):
-    with open(f"/proc/{pid}/cmdline", "rb") as f:
-        return f.read().split(b"\\0")
-
-def parent(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        return int(f.read().rsplit(")", 1)[1].split()[1])
 
 def lineage():
     server = os.getppid()
@@ -116,6 +110,7 @@ def lineage():
 
 print(sorted(get_client().run(lineage).values()))
 """
+)
 
 
 def test_worker_processes_come_from_a_fork_of_their_rank(script):
@@ -136,19 +131,21 @@ from multiprocessing import forkserver
 forkserver._forkserver._forkserver_authkey = None
 """
 
-ORIGIN = """
+ORIGIN = (
+    PROC_HELPERS
+    + """
 import os
 from distributed import get_client
 
 def origin():
     import dask.config
-    with open(f"/proc/{os.getppid()}/cmdline", "rb") as f:
-        server = f.read().replace(b"\\0", b" ")
+    server = cmdline(os.getppid())
     ours = b"from multiprocessing.forkserver import main" in server
     return ours, b"launcher.preload" in server, hasattr(dask.config.refresh, "__wrapped__")
 
 print(sorted(get_client().run(origin).values()))
 """
+)
 
 
 def test_where_a_rank_cannot_fork_the_server_multiprocessings_own_is_preloaded(script, tmp_path):
@@ -177,16 +174,16 @@ def test_ranks_waiting_in_mpi_init_for_a_late_rank_sleep(script, heavy_yield, sl
     rank; the launcher has it sleep between polls (bootstrap.MPI_ENVIRONMENT), unless
     the user's environment says otherwise. Rank 1 starts 5 s late: the client rank
     uses well under those 5 s of CPU meanwhile, or all of them when told to spin."""
-    late = 'if [ "$PMI_RANK" = 1 ]; then sleep 5; fi; exec "$@"'
-    launcher = launcher_cmd(str(script(RANK_CPU)), n=None)
     env = {} if heavy_yield is None else {"MPIR_CVAR_ENABLE_HEAVY_YIELD": heavy_yield}
-    result = run([str(MPIRUN), "-n", "2", "sh", "-c", late, "sh", *launcher], env=env)
+    result = run(late_rank_cmd(2, 1, 5, str(script(RANK_CPU))), env=env)
     assert_clean(result)
     cpu = float(re.search(r"^CPU ([\d.]+)$", result.stdout, re.M).group(1))
     assert (cpu < 3.0) if sleeps else (cpu > 4.0), result
 
 
-TRACKER = """
+TRACKER = (
+    PROC_HELPERS
+    + """
 import os
 from distributed import get_client
 
@@ -194,18 +191,16 @@ def tracker():
     from multiprocessing import resource_tracker
     import _multiprocessing
     pid = resource_tracker._resource_tracker._pid
-    with open(f"/proc/{pid}/stat") as f:
-        parent = int(f.read().rsplit(")", 1)[1].split()[1])
-    with open(f"/proc/{pid}/cmdline", "rb") as f, open("/proc/self/cmdline", "rb") as g:
-        forked = f.read() == g.read()
+    forked = cmdline(pid) == cmdline("self")
     # A semaphore left behind, as by a worker killed before it cleaned up.
     name = f"/mp-launcher-test-{os.getpid()}"
     _multiprocessing.SemLock(1, 1, 1, name, False)  # closed, never unlinked
     resource_tracker.register(name, "semaphore")
-    return parent == os.getpid(), forked, len(os.listdir(f"/proc/{pid}/fd")), name
+    return parent(pid) == os.getpid(), forked, len(os.listdir(f"/proc/{pid}/fd")), name
 
 print(sorted(get_client().run(tracker, nanny=True).values()))
 """
+)
 
 
 def test_a_ranks_resource_tracker_is_forked_and_still_cleans_up(script):

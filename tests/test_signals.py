@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MPIRUN, launcher_cmd, processes_with_token, start
+from tests.conftest import late_rank_cmd, launcher_cmd, processes_with_token, start
 
 SLEEPY = """
 import os, sys, time, dask, launcher
@@ -116,9 +116,7 @@ def test_a_signal_during_start_up_ends_the_job_as_interrupted(script, tmp_path, 
     rank dying of it. Rank 2 starts 4 s late, so the others wait in MPI_Init."""
     path = script("print('USER CODE RAN', flush=True)\nimport time\ntime.sleep(60)\n")
     summary = tmp_path / "summary.json"
-    late = 'if [ "$PMI_RANK" = 2 ]; then sleep 4; fi; exec "$@"'
-    launcher = launcher_cmd("--summary", str(summary), str(path), n=None)
-    job = start([str(MPIRUN), "-n", "3", "sh", "-c", late, "sh", *launcher])
+    job = start(late_rank_cmd(3, 2, 4, "--summary", str(summary), str(path)))
     os.kill(rank_in_mpi_init(job, rank), signal.SIGUSR1)
     result = job.finish(timeout=30)
     assert result.returncode == 138 and not result.leftovers, result

@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import REPO, processes_with_token
+from tests.conftest import PROC_HELPERS, REPO, processes_with_token
 from tests.slurm import MiniSlurm
 
 JOBSCRIPTS = REPO / "jobscripts"
@@ -179,16 +179,10 @@ def test_workers_spill_to_node_local_scratch(one, tmp_path):
     assert list(scratch.iterdir()) == [], "the job's scratch directory was left behind"
 
 
-SPEEDUPS = """
+SPEEDUPS = (
+    PROC_HELPERS
+    + """
 from distributed import get_client
-
-def cmdline(pid):
-    with open(f"/proc/{pid}/cmdline", "rb") as f:
-        return f.read()
-
-def parent(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        return int(f.read().rsplit(")", 1)[1].split()[1])
 
 def worker_process():
     import os, dask.config, tornado.tcpserver
@@ -201,6 +195,7 @@ def worker_process():
 
 print("WORKERS", sorted(set(get_client().run(worker_process).values())))
 """
+)
 
 
 def test_worker_processes_under_slurms_pmi2_come_from_a_fork_of_their_rank(one):
