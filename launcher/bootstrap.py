@@ -179,11 +179,12 @@ def prepare_before_mpi(options: Options, env: Mapping[str, str]) -> None:
     will run a nanny, its fork server, which must come before MPI_Init (see
     launcher/forkserver.py).
 
-    Ranks that wait in MPI_Init or in a collective busy-poll (Open MPI; MPICH too,
-    unless told to sleep, see MPI_ENVIRONMENT): a rank that imported distributed after
-    MPI_Init while others had done so before would keep them spinning, which on a node
-    with a rank on every core (or more) takes CPU from the ranks that have work. So
-    every rank does the same before MPI_Init. A wrong guess about the roles, or a
+    Ranks that wait in a collective busy-poll (Open MPI: 5.0 s of CPU for a 5-s
+    barrier), and so do MPICH's in MPI_Init unless told to sleep (MPI_ENVIRONMENT;
+    Open MPI's MPI_Init sleeps): a rank that imported distributed after MPI_Init while
+    others had done so before could keep them spinning, which on a node with a rank on
+    every core (or more) takes CPU from the ranks that have work. So every rank does
+    the same before MPI_Init. A wrong guess about the roles, or a
     config error reported later by one rank, only costs speed.
 
     Before mpi4py loads the MPI library, too: worker processes forked from a process

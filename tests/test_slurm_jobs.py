@@ -3,7 +3,8 @@
 What a user does on Saga, Betzy or Olivia, on one node and on three: outputs, exit
 codes, summaries, sizing read from the allocation, walltime and scancel, the wrong
 ``--mpi`` plugin. Jobs run the test's own Python environment (LAUNCHER_VENV) and the
-MPI plugin that matches MPICH from PyPI (SLURM_MPI_TYPE=pmi2), as a user would set.
+MPI plugin that matches MPICH from PyPI (SLURM_MPI_TYPE=pmi2), as a user would set;
+one runs Open MPI from PyPI under its plugin (pmix), as Saga and Betzy do.
 """
 
 import json
@@ -290,6 +291,12 @@ assert da.ones((3000, 3000), chunks=500).sum().compute() == 9_000_000
 """
 
 
+OPEN_MPI_CHECK = """
+from mpi4py import MPI
+print("MPI", MPI.Get_library_version().split(",")[0])
+"""
+
+
 @pytest.mark.parametrize("jobscript", ["betzy.sh", "saga.sh"])
 def test_three_nodes_workers_on_every_node(three, jobscript):
     path = three.script("where.py", WHERE)
@@ -313,3 +320,22 @@ def test_three_nodes_demo_as_in_the_issue(three):
     summary = three.summary(job)
     assert summary["workers"] == 5
     assert sorted(set(summary["worker_hosts"])) == ["n1", "n2", "n3"]
+
+
+def test_three_nodes_with_open_mpi_under_srun_pmix(three, open_mpi):
+    """Saga's and Betzy's MPI, started as their jobscripts start it, with the plugin it
+    needs (srun --mpi=pmix). In this setup, a sketch on dask-mpi with distributed's
+    Nanny workers had only the scheduler node's worker join (../shared/REFERENCE.md)."""
+    path = three.script("where.py", WHERE + OPEN_MPI_CHECK)
+    job = three.submit(
+        "--nodes=3",
+        "--ntasks-per-node=2",
+        "--ntasks=6",
+        args=[path],
+        env={**open_mpi.env, "SLURM_MPI_TYPE": "pmix"},
+    )
+    assert three.finish(job) == ("COMPLETED", "0:0"), job.text
+    assert "MPI Open MPI v5" in job.text, job.text
+    assert "WORKER HOSTS n1 n2 n3" in job.text and "CLIENT HOST n1" in job.text
+    assert not NOISE.search(job.text), job.text
+    assert three.summary(job)["workers"] == 5
