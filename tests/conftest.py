@@ -281,7 +281,7 @@ def _debian_open_mpi() -> OpenMPI:
     installs it)."""
     libmpi = [str(p) for p in Path("/usr/lib").glob("*/libmpi.so.40")]
     if not (libmpi and Path("/usr/bin/mpirun.openmpi").exists()):
-        pytest.skip("no Debian Open MPI here: apt-get install openmpi-bin libopenmpi-dev")
+        pytest.skip("no Debian Open MPI here: apt-get install openmpi-bin")
     return OpenMPI("/usr/bin/mpirun.openmpi", libmpi[0], "Open MPI v4.1")
 
 
