@@ -30,8 +30,8 @@ print("RESULT", total, "NEW WORKERS", len(set(after) - set(before)), flush=True)
 """
 
 
-def test_a_killed_worker_process_is_restarted_and_the_job_succeeds(script):
-    job = start(launcher_cmd(str(script(KILL_A_WORKER))))
+def kill_a_worker_process(job) -> None:
+    """The nanny restarts the killed worker process; its tasks run again elsewhere."""
     victim = int(job.wait_for_line("WORKERS").split()[1])
     job.wait_for_line("STARTED")
     time.sleep(0.5)
@@ -39,6 +39,17 @@ def test_a_killed_worker_process_is_restarted_and_the_job_succeeds(script):
     result = job.finish(timeout=90)
     assert_clean(result)
     assert f"RESULT {2 * sum(range(40))} NEW WORKERS 1" in result.stdout
+
+
+def test_a_killed_worker_process_is_restarted_and_the_job_succeeds(script):
+    kill_a_worker_process(start(launcher_cmd(str(script(KILL_A_WORKER)))))
+
+
+def test_under_open_mpi_a_killed_worker_process_is_restarted(script, open_mpi):
+    """Open MPI's daemons watch the ranks, not their children: the nanny's restart
+    works as under MPICH."""
+    path = str(script(KILL_A_WORKER))
+    kill_a_worker_process(start(open_mpi.cmd(4, path), env=open_mpi.env))
 
 
 MEMORY_HOG = """
@@ -85,6 +96,27 @@ def test_killing_the_scheduler_or_client_under_mpirun_ends_everything(script, la
     job = start(launcher_cmd("--layout", layout, str(script(SLEEPY))))
     client, scheduler = map(int, job.wait_for_line("PIDS").split()[1:])
     os.kill(client if victim == "client" else scheduler, signal.SIGKILL)
+    result = job.finish(timeout=30)
+    assert result.returncode != 0 and not result.leftovers, result
+    assert result.seconds < 60
+
+
+SLEEPY_RANKS = """
+import multiprocessing, os, time, dask
+from distributed import get_client
+client = get_client()
+# Each worker process runs under a nanny, in the MPI rank: the process that started it.
+ranks = sorted(client.run(lambda: multiprocessing.parent_process().pid).values())
+print("PIDS", os.getpid(), *ranks, flush=True)
+dask.delayed(time.sleep)(600).compute()
+"""
+
+
+@pytest.mark.parametrize("victim", ["client rank", "a worker rank"])
+def test_under_open_mpi_a_killed_rank_ends_everything(script, open_mpi, victim):
+    job = start(open_mpi.cmd(4, str(script(SLEEPY_RANKS))), env=open_mpi.env)
+    pids = [int(p) for p in job.wait_for_line("PIDS").split()[1:]]
+    os.kill(pids[0] if victim == "client rank" else pids[1], signal.SIGKILL)
     result = job.finish(timeout=30)
     assert result.returncode != 0 and not result.leftovers, result
     assert result.seconds < 60
