@@ -4,7 +4,7 @@ What a user does on Saga, Betzy or Olivia, on one node and on three: outputs, ex
 codes, summaries, sizing read from the allocation, walltime and scancel, the wrong
 ``--mpi`` plugin. Jobs run the test's own Python environment (LAUNCHER_VENV) and the
 MPI plugin that matches MPICH from PyPI (SLURM_MPI_TYPE=pmi2), as a user would set;
-one runs Open MPI from PyPI under its plugin (pmix), as Saga and Betzy do.
+others run Open MPI (PyPI's 5, Debian's 4.1) under its plugin (pmix), as Saga and Betzy do.
 """
 
 import json
