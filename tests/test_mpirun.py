@@ -426,7 +426,7 @@ def test_wrong_mpi_open_mpis_mpirun_with_mpich_mpi4py(open_mpi):
     assert "final result" not in result.stdout
 
 
-ON_OPEN_MPI = """
+ON_OTHER_MPI = """
 import sys
 from mpi4py import MPI
 from distributed import get_client
@@ -438,15 +438,15 @@ sys.exit(3)
 """
 
 
-def test_open_mpi_the_target_sites_mpi_runs_the_cluster(open_mpi, script, tmp_path):
-    """Saga and Betzy run Open MPI: under its mpirun, with mpi4py on its library, the
-    cluster starts with nanny workers and TLS, and the script's exit status is the job's."""
+def test_other_mpis_run_the_cluster(other_mpi, script, tmp_path):
+    """Saga and Betzy run Open MPI, and offer Intel MPI: under their mpirun, with mpi4py
+    on their library, the cluster starts with nanny workers and TLS, and the script's
+    exit status is the job's."""
     summary = tmp_path / "summary.json"
-    result = run(
-        open_mpi.cmd(4, "--summary", str(summary), str(script(ON_OPEN_MPI))), env=open_mpi.env
-    )
+    path = str(script(ON_OTHER_MPI))
+    result = run(other_mpi.cmd(4, "--summary", str(summary), path), env=other_mpi.env)
     assert_clean(result, 3)
-    assert f"MPI {open_mpi.library}" in result.stdout, result
+    assert f"MPI {other_mpi.library}" in result.stdout, result
     assert "WORKERS 3" in result.stdout and "SUM 1000000" in result.stdout, result
     assert not NOISE.search(result.output), result
     data = json.loads(summary.read_text())

@@ -1,7 +1,8 @@
 """Walltime warnings, cancels and Ctrl-C under a real mpirun: SIGTERM, SIGUSR1 or SIGINT
 to any process of the job ends the whole job within seconds, the user's code sees
 launcher.Interrupted, the summary says "interrupted", and nothing is left running. The
-same under Open MPI's mpirun, except that it answers SIGTERM with SIGKILL soon after."""
+same under Open MPI's and Intel MPI's mpirun, except that Open MPI's answers SIGTERM
+with SIGKILL soon after."""
 
 import json
 import os
@@ -30,15 +31,12 @@ except launcher.Interrupted as interrupted:
 """
 
 
-def start_sleepy(script, tmp_path, mode="raise", *args, open_mpi=None):
-    """The sleepy script under MPICH's mpirun, or under ``open_mpi``'s."""
+def start_sleepy(script, tmp_path, mode="raise", *args, mpi=None):
+    """The sleepy script under MPICH's mpirun, or under that of ``mpi`` (an OtherMPI)."""
     path = script(SLEEPY.replace("MODE", mode))
     summary = tmp_path / "summary.json"
     args = ("--summary", str(summary), *args, str(path))
-    if open_mpi is None:
-        job = start(launcher_cmd(*args))
-    else:
-        job = start(open_mpi.cmd(4, *args), env=open_mpi.env)
+    job = start(launcher_cmd(*args)) if mpi is None else start(mpi.cmd(4, *args), env=mpi.env)
     pids = [int(p) for p in job.wait_for_line("PIDS").split()[1:]]
     return job, pids, summary
 
@@ -62,12 +60,12 @@ def test_a_signal_anywhere_ends_the_job(script, tmp_path, signum, target):
 @pytest.mark.parametrize(
     ("signum", "target"), [(signal.SIGUSR1, "mpirun"), (signal.SIGTERM, "a worker rank")]
 )
-def test_under_open_mpi_the_warning_and_a_ranks_signal_end_the_job(
-    script, tmp_path, open_mpi, signum, target
+def test_under_other_mpis_the_warning_and_a_ranks_signal_end_the_job(
+    script, tmp_path, other_mpi, signum, target
 ):
-    """Open MPI's mpirun forwards SIGUSR1 (a walltime warning sent to it); SIGTERM to a
-    rank is what scancel does to srun's tasks."""
-    job, pids, summary = start_sleepy(script, tmp_path, open_mpi=open_mpi)
+    """Their mpirun forwards SIGUSR1 (a walltime warning sent to it); SIGTERM to a rank
+    is what scancel does to srun's tasks."""
+    job, pids, summary = start_sleepy(script, tmp_path, mpi=other_mpi)
     os.kill(job.proc.pid if target == "mpirun" else pids[3], signum)
     result = job.finish(timeout=15)
     assert result.returncode == 128 + signum and not result.leftovers, result
@@ -82,7 +80,7 @@ def test_sigterm_to_open_mpis_mpirun_ends_the_job(script, tmp_path, open_mpi):
     in time for a clean end, and 0.25 s later with Open MPI 5 (measured; no setting
     changes it there), too soon. Either way the job ends, with its worker processes:
     nothing is left running."""
-    job, _, _ = start_sleepy(script, tmp_path, open_mpi=open_mpi)
+    job, _, _ = start_sleepy(script, tmp_path, mpi=open_mpi)
     os.kill(job.proc.pid, signal.SIGTERM)
     result = job.finish(timeout=15)
     assert result.returncode != 0 and not result.leftovers, result
