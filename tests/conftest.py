@@ -261,6 +261,11 @@ class OtherMPI:
             "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
         }
 
+    @property
+    def slurm_mpi_type(self) -> str:
+        """srun's MPI plugin for it (admin guide, "MPI plugin")."""
+        return "pmix" if self.library.startswith("Open MPI") else "pmi2"
+
     def cmd(self, n: int, *args: str) -> list[str]:
         """``mpirun -n N python -m launcher ARGS`` with this MPI's mpirun."""
         more = ["--oversubscribe"] if self.library.startswith("Open MPI") else []

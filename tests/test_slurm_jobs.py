@@ -4,7 +4,7 @@ What a user does on Saga, Betzy or Olivia, on one node and on three: outputs, ex
 codes, summaries, sizing read from the allocation, walltime and scancel, the wrong
 ``--mpi`` plugin. Jobs run the test's own Python environment (LAUNCHER_VENV) and the
 MPI plugin that matches MPICH from PyPI (SLURM_MPI_TYPE=pmi2), as a user would set;
-others run Open MPI (PyPI's 5, Debian's 4.1) under its plugin (pmix), as Saga and Betzy do.
+one runs Open MPI (PyPI's 5, Debian's 4.1; pmix) and Intel MPI (pmi2), as on Saga and Betzy.
 """
 
 import json
@@ -291,7 +291,7 @@ assert da.ones((3000, 3000), chunks=500).sum().compute() == 9_000_000
 """
 
 
-OPEN_MPI_CHECK = """
+OTHER_MPI_CHECK = """
 from mpi4py import MPI
 print("MPI", MPI.Get_library_version().split(",")[0])
 """
@@ -322,20 +322,21 @@ def test_three_nodes_demo_as_in_the_issue(three):
     assert sorted(set(summary["worker_hosts"])) == ["n1", "n2", "n3"]
 
 
-def test_three_nodes_with_open_mpi_under_srun_pmix(three, open_mpi):
-    """Saga's and Betzy's MPI, started as their jobscripts start it, with the plugin it
-    needs (srun --mpi=pmix). In this setup, a sketch on dask-mpi with distributed's
-    Nanny workers had only the scheduler node's worker join (../shared/REFERENCE.md)."""
-    path = three.script("where.py", WHERE + OPEN_MPI_CHECK)
+def test_three_nodes_with_other_mpis_under_srun(three, other_mpi):
+    """Saga's and Betzy's MPIs, started as their jobscripts start them, with the plugin
+    each needs (Open MPI: srun --mpi=pmix; Intel MPI: pmi2). With Open MPI, a sketch on
+    dask-mpi with distributed's Nanny workers had only the scheduler node's worker join
+    (../shared/REFERENCE.md)."""
+    path = three.script("where.py", WHERE + OTHER_MPI_CHECK)
     job = three.submit(
         "--nodes=3",
         "--ntasks-per-node=2",
         "--ntasks=6",
         args=[path],
-        env={**open_mpi.env, "SLURM_MPI_TYPE": "pmix"},
+        env={**other_mpi.env, "SLURM_MPI_TYPE": other_mpi.slurm_mpi_type},
     )
     assert three.finish(job) == ("COMPLETED", "0:0"), job.text
-    assert f"MPI {open_mpi.library}" in job.text, job.text
+    assert f"MPI {other_mpi.library}" in job.text, job.text
     assert "WORKER HOSTS n1 n2 n3" in job.text and "CLIENT HOST n1" in job.text
     assert not NOISE.search(job.text), job.text
     assert three.summary(job)["workers"] == 5
