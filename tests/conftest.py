@@ -262,15 +262,25 @@ class OtherMPI:
         }
 
     @property
+    def is_open_mpi(self) -> bool:
+        return self.library.startswith("Open MPI")
+
+    @property
     def slurm_mpi_type(self) -> str:
         """srun's MPI plugin for it (admin guide, "MPI plugin")."""
-        return "pmix" if self.library.startswith("Open MPI") else "pmi2"
+        return "pmix" if self.is_open_mpi else "pmi2"
 
     def cmd(self, n: int, *args: str) -> list[str]:
         """``mpirun -n N python -m launcher ARGS`` with this MPI's mpirun."""
-        more = ["--oversubscribe"] if self.library.startswith("Open MPI") else []
+        more = ["--oversubscribe"] if self.is_open_mpi else []
         return [self.mpirun, *more, "-n", str(n), PYTHON, "-m", "launcher", *args]
 
+
+#: For scripts run inside the job: which MPI library the ranks use (``OtherMPI.library``).
+PRINT_MPI_LIBRARY = """
+from mpi4py import MPI
+print("MPI", MPI.Get_library_version().split(",")[0])
+"""
 
 OPEN_MPIS = ["PyPI Open MPI 5", "Debian Open MPI 4.1"]
 #: package on PyPI, its mpirun, its library, how the library names itself

@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import PYTHON, launcher_cmd, run, start
 from tests.test_mpirun import assert_clean
+from tests.test_signals import start_sleepy
 from tests.test_slurm_jobs import JOBSCRIPTS, Submitter
 
 KILL_A_WORKER = """
@@ -101,22 +102,10 @@ def test_killing_the_scheduler_or_client_under_mpirun_ends_everything(script, la
     assert result.seconds < 60
 
 
-SLEEPY_RANKS = """
-import multiprocessing, os, time, dask
-from distributed import get_client
-client = get_client()
-# Each worker process runs under a nanny, in the MPI rank: the process that started it.
-ranks = sorted(client.run(lambda: multiprocessing.parent_process().pid).values())
-print("PIDS", os.getpid(), *ranks, flush=True)
-dask.delayed(time.sleep)(600).compute()
-"""
-
-
 @pytest.mark.parametrize("victim", ["client rank", "a worker rank"])
-def test_under_other_mpis_a_killed_rank_ends_everything(script, other_mpi, victim):
-    job = start(other_mpi.cmd(4, str(script(SLEEPY_RANKS))), env=other_mpi.env)
-    pids = [int(p) for p in job.wait_for_line("PIDS").split()[1:]]
-    os.kill(pids[0] if victim == "client rank" else pids[1], signal.SIGKILL)
+def test_under_other_mpis_a_killed_rank_ends_everything(script, tmp_path, other_mpi, victim):
+    job, pids, _ = start_sleepy(script, tmp_path, mpi=other_mpi)  # client, scheduler, ranks
+    os.kill(pids[0] if victim == "client rank" else pids[2], signal.SIGKILL)
     result = job.finish(timeout=30)
     assert result.returncode != 0 and not result.leftovers, result
     assert result.seconds < 60

@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MPIRUN, PROC_HELPERS, PYTHON, late_rank_cmd, launcher_cmd, run
+from tests.conftest import (
+    MPIRUN,
+    PRINT_MPI_LIBRARY,
+    PROC_HELPERS,
+    PYTHON,
+    late_rank_cmd,
+    launcher_cmd,
+    run,
+)
 
 NOISE = re.compile(r"CommClosedError|StreamClosedError|Traceback|distributed\.\w+ - (INFO|WARNING)")
 
@@ -426,16 +434,17 @@ def test_wrong_mpi_open_mpis_mpirun_with_mpich_mpi4py(open_mpi):
     assert "final result" not in result.stdout
 
 
-ON_OTHER_MPI = """
+ON_OTHER_MPI = (
+    PRINT_MPI_LIBRARY
+    + """
 import sys
-from mpi4py import MPI
 from distributed import get_client
 import dask.array as da
-print("MPI", MPI.Get_library_version().split(",")[0])
 print("WORKERS", len(get_client().scheduler_info()["workers"]))
 print("SUM", int(da.ones((1000, 1000), chunks=250).sum().compute()))
 sys.exit(3)
 """
+)
 
 
 def test_other_mpis_run_the_cluster(other_mpi, script, tmp_path):

@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import PROC_HELPERS, REPO, processes_with_token
+from tests.conftest import PRINT_MPI_LIBRARY, PROC_HELPERS, REPO, processes_with_token
 from tests.slurm import MiniSlurm
 
 JOBSCRIPTS = REPO / "jobscripts"
@@ -291,12 +291,6 @@ assert da.ones((3000, 3000), chunks=500).sum().compute() == 9_000_000
 """
 
 
-OTHER_MPI_CHECK = """
-from mpi4py import MPI
-print("MPI", MPI.Get_library_version().split(",")[0])
-"""
-
-
 @pytest.mark.parametrize("jobscript", ["betzy.sh", "saga.sh"])
 def test_three_nodes_workers_on_every_node(three, jobscript):
     path = three.script("where.py", WHERE)
@@ -327,7 +321,7 @@ def test_three_nodes_with_other_mpis_under_srun(three, other_mpi):
     each needs (Open MPI: srun --mpi=pmix; Intel MPI: pmi2). With Open MPI, a sketch on
     dask-mpi with distributed's Nanny workers had only the scheduler node's worker join
     (../shared/REFERENCE.md)."""
-    path = three.script("where.py", WHERE + OTHER_MPI_CHECK)
+    path = three.script("where.py", WHERE + PRINT_MPI_LIBRARY)
     job = three.submit(
         "--nodes=3",
         "--ntasks-per-node=2",
