@@ -80,9 +80,10 @@ def parse_markers(text: str) -> dict[str, dict[str, Any]]:
     return found
 
 
-def processes_with_token(token: str) -> dict[int, str]:
-    """PID -> command line of every process whose environment holds the token."""
-    needle = f"{TOKEN_VAR}={token}".encode()
+def processes_with(variable: str, value: str) -> dict[int, str]:
+    """PID -> command line of every process whose environment has ``variable=value``
+    (the test suite finds its leftovers the same way)."""
+    needle = f"{variable}={value}".encode()
     found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -103,12 +104,12 @@ def reap(token: str, grace: float) -> tuple[float | None, list[str]]:
     ones that had to be killed.
     """
     deadline = time.monotonic() + grace
-    left = processes_with_token(token)
+    left = processes_with(TOKEN_VAR, token)
     if not left:
         return None, []
     while left and time.monotonic() < deadline:
         time.sleep(0.01)
-        left = processes_with_token(token)
+        left = processes_with(TOKEN_VAR, token)
     gone = time.time()
     for pid in left:
         with contextlib.suppress(ProcessLookupError):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.measure import processes_with
 from tests.slurm import MiniSlurm, cannot_run_reason
 
 BIN = Path(sys.executable).parent
@@ -57,18 +58,7 @@ class Result:
 
 def processes_with_token(token: str) -> dict[int, str]:
     """PID -> command line of every process whose environment holds the token."""
-    needle = f"LAUNCHER_TEST_TOKEN={token}".encode()
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if needle in (entry / "environ").read_bytes().split(b"\0"):
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-                found[int(entry.name)] = cmdline.strip()
-        except OSError:
-            continue
-    return found
+    return processes_with("LAUNCHER_TEST_TOKEN", token)
 
 
 def _reap(token: str, grace: float) -> list[str]:
