@@ -8,6 +8,14 @@ Two fixes over calling mpi4py the way dask-mpi does:
   ``PatientComm`` offers the same ``bcast``/``Barrier`` API (so dask-mpi's
   ``execute`` can use it as its ``comm``) but waits on a non-blocking barrier with
   sleeps, and gives up at a deadline instead of waiting for the walltime.
+* One thread at a time in MPI. The client rank's watch thread sends heartbeats and
+  probes while its main thread waits for workers, and a worker's stop watch probes
+  from the event loop's thread. MPI_THREAD_MULTIPLE allows that, but Open MPI 4.1's
+  TCP transport connects two processes on their first message, and two threads in MPI
+  then race (open-mpi/ompi#3035; tools/mpi_thread_race.py shows it), the likely cause
+  of a rank 0 that crashed with SIGSEGV after "failed to TCP connect to a peer" in a
+  three-node job. A lock around every call this module makes takes the launcher's
+  MPI calls in turns.
 * The job's outcome travels over MPI, not over the Dask comms that may be broken:
   the client rank sends STOP with the exit status and, while it lives, ALIVE; other
   ranks report READY once their worker has joined the scheduler, FAILED, DONE, or
@@ -18,6 +26,7 @@ Two fixes over calling mpi4py the way dask-mpi does:
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -88,6 +97,9 @@ class PatientComm:
         self.size: int = self.comm.Get_size()
         self.timeout = timeout
         self._pending: list[Any] = []
+        # Reentrant: a Python signal handler that sends (ServingWatch) can run in the
+        # main thread between two bytecodes of a call that holds it.
+        self._mpi = threading.RLock()
 
     # --- the API dask-mpi's execute() uses -------------------------------------
 
@@ -98,22 +110,26 @@ class PatientComm:
         return self.size
 
     def Barrier(self) -> None:
-        self.wait(self.comm.Ibarrier(), "barrier")
+        self.meet("barrier")
 
     def bcast(self, obj: Any = None, root: int = 0) -> Any:
         """Broadcast that waits patiently; raises StartupAborted if root sends Aborted."""
         self.Barrier()
-        value = self.comm.bcast(obj, root=root)
+        with self._mpi:
+            value = self.comm.bcast(obj, root=root)
         if isinstance(value, Aborted) and self.rank != root:
             raise StartupAborted(value.reason)
         return value
 
     # --- collectives and messages for the launcher itself ---------------------
 
-    def wait(self, request: Any, what: str, timeout: float | None = None) -> None:
+    def meet(self, what: str, timeout: float | None = None) -> None:
+        """A barrier that sleeps while it waits and gives up after ``timeout`` seconds."""
+        with self._mpi:
+            request = self.comm.Ibarrier()
         limit = self.timeout if timeout is None else timeout
         start = time.monotonic()
-        while not request.Test():
+        while not self._test(request):
             waited = time.monotonic() - start
             if waited > limit:
                 raise MPITimeout(f"other ranks did not reach the {what} within {limit:.0f} s")
@@ -121,13 +137,15 @@ class PatientComm:
 
     def gather(self, obj: Any, root: int = 0) -> list[Any] | None:
         self.Barrier()
-        return self.comm.gather(obj, root=root)
+        with self._mpi:
+            return self.comm.gather(obj, root=root)
 
     def send(self, obj: Any, dest: int, tag: int) -> None:
         """Send without waiting for the receiver (it may be busy for hours)."""
-        if len(self._pending) > 256:  # heartbeats accumulate over a long job
-            self._pending = [r for r in self._pending if not r.Test()]
-        self._pending.append(self.comm.isend(obj, dest=dest, tag=tag))
+        with self._mpi:
+            if len(self._pending) > 256:  # heartbeats accumulate over a long job
+                self._pending = [r for r in self._pending if not r.Test()]
+            self._pending.append(self.comm.isend(obj, dest=dest, tag=tag))
 
     def poll(self, tag: int, source: int | None = None) -> tuple[int, Any] | None:
         """A waiting message with this tag as (source, payload), or None."""
@@ -137,18 +155,24 @@ class PatientComm:
 
         status = MPI.Status()
         src = MPI.ANY_SOURCE if source is None else source
-        if not self.comm.iprobe(source=src, tag=tag, status=status):
-            return None
-        sender = status.Get_source()
-        return sender, self.comm.recv(source=sender, tag=tag)
+        with self._mpi:
+            if not self.comm.iprobe(source=src, tag=tag, status=status):
+                return None
+            sender = status.Get_source()
+            return sender, self.comm.recv(source=sender, tag=tag)
 
     def flush(self, timeout: float = 2.0) -> None:
         """Give sent messages a moment to leave before this process exits."""
         deadline = time.monotonic() + timeout
         while self._pending and time.monotonic() < deadline:
-            self._pending = [r for r in self._pending if not r.Test()]
+            with self._mpi:
+                self._pending = [r for r in self._pending if not r.Test()]
             if self._pending:
                 time.sleep(0.005)
+
+    def _test(self, request: Any) -> bool:
+        with self._mpi:
+            return bool(request.Test())
 
     def abort(self, code: int) -> None:
         self.comm.Abort(code)

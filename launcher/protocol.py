@@ -47,7 +47,7 @@ def final_barrier(comm: PatientComm, plan: Plan) -> None:
     """No rank exits before the client rank has written the summary: some launchers
     (MPICH's hydra, srun --kill-on-bad-exit) kill the others when one exits non-zero."""
     try:
-        comm.wait(comm.comm.Ibarrier(), "end of the job", timeout=plan.shutdown_timeout + 10)
+        comm.meet("end of the job", timeout=plan.shutdown_timeout + 10)
     except MPITimeout as err:
         log.error("%s; ending the job", err)
         comm.abort(1)

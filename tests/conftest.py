@@ -256,9 +256,10 @@ class OtherMPI:
         return self.library.startswith("Open MPI")
 
     @property
-    def slurm_mpi_type(self) -> str:
-        """srun's MPI plugin for it (admin guide, "MPI plugin")."""
-        return "pmix" if self.is_open_mpi else "pmi2"
+    def srun_env(self) -> dict[str, str]:
+        """For a job whose srun starts ranks with it, with the plugin it needs (admin
+        guide, "MPI plugin")."""
+        return {**self.env, "SLURM_MPI_TYPE": "pmix" if self.is_open_mpi else "pmi2"}
 
     def cmd(self, n: int, *args: str) -> list[str]:
         """``mpirun -n N python -m launcher ARGS`` with this MPI's mpirun."""
