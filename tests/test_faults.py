@@ -240,6 +240,18 @@ def test_killing_the_scheduler_or_client_under_srun_ends_the_job(one, layout, vi
     assert state == "FAILED" and exit_code != "0:0", job.text
 
 
+def test_under_other_mpis_a_killed_client_rank_under_srun_ends_the_job(one, other_mpi):
+    """srun --kill-on-bad-exit ends the other tasks, whatever their MPI."""
+    path = one.script("sleepy.py", SLEEPY)
+    job = one.submit("--ntasks=4", args=[path], env=other_mpi.srun_env)
+    client = int(one.cluster.wait_for_output(job, r"^PIDS (\d+) (\d+)$").group(1))
+    killed = time.monotonic()
+    os.kill(client, signal.SIGKILL)
+    state, exit_code = one.finish(job, timeout=60)
+    assert time.monotonic() - killed < 30, job.text
+    assert state == "FAILED" and exit_code != "0:0", job.text
+
+
 @pytest.mark.parametrize(
     ("layout", "victim", "error"),
     [("compact", "client", "stopped answering"), ("dedicated", "scheduler", "cannot be reached")],

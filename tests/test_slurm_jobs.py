@@ -261,6 +261,27 @@ def test_scancel_ends_the_job_cleanly(one):
 
 
 @pytest.mark.parametrize(
+    ("signal_option", "state", "status", "exit_code"),
+    [((), "CANCELLED", "interrupted", 143), (("--signal=USR1",), "FAILED", "interrupted", 138)],
+    ids=["scancel", "walltime-warning"],
+)
+def test_under_other_mpis_slurms_signals_end_the_job_cleanly(
+    one, other_mpi, signal_option, state, status, exit_code
+):
+    """srun delivers scancel's SIGTERM, and the walltime warning (``scancel --signal``
+    sends it as ``--signal=USR1@120`` does), to every task itself: Open MPI's and Intel
+    MPI's ranks end the job in order as MPICH's do, summary written."""
+    path = one.script("sleepy.py", SLEEPY)
+    job = one.submit("--ntasks=3", args=[path], env=other_mpi.srun_env)
+    one.cluster.wait_for_output(job, r"^RUNNING$")
+    one.cluster.run("scancel", *signal_option, job.id)
+    assert one.finish(job, timeout=40)[0] == state, job.text
+    summary = one.summary(job)
+    assert (summary["status"], summary["exit_code"]) == (status, exit_code), summary
+    assert f"INTERRUPTED SIG{'USR1' if signal_option else 'TERM'} received" in job.text
+
+
+@pytest.mark.parametrize(
     ("plugin", "message"),
     [
         ("none", "srun started 3 tasks, but mpi4py's MPI library"),
