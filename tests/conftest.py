@@ -263,8 +263,12 @@ class OtherMPI:
 
     def cmd(self, n: int, *args: str) -> list[str]:
         """``mpirun -n N python -m launcher ARGS`` with this MPI's mpirun."""
+        return self.python(n, "-m", "launcher", *args)
+
+    def python(self, n: int, *args: str) -> list[str]:
+        """``mpirun -n N python ARGS`` with this MPI's mpirun."""
         more = ["--oversubscribe"] if self.is_open_mpi else []
-        return [self.mpirun, *more, "-n", str(n), PYTHON, "-m", "launcher", *args]
+        return [self.mpirun, *more, "-n", str(n), PYTHON, *args]
 
 
 #: For scripts run inside the job: which MPI library the ranks use (``OtherMPI.library``).

@@ -18,6 +18,7 @@ from tests.conftest import (
     PRINT_MPI_LIBRARY,
     PROC_HELPERS,
     PYTHON,
+    REPO,
     late_rank_cmd,
     launcher_cmd,
     run,
@@ -432,6 +433,18 @@ def test_wrong_mpi_open_mpis_mpirun_with_mpich_mpi4py(open_mpi):
     assert result.returncode != 0 and not result.leftovers, result
     assert result.stderr.count("Open MPI's mpirun started this process") == 1, result
     assert "final result" not in result.stdout
+
+
+@pytest.mark.parametrize("mode", ["turns", "together"])
+def test_the_admin_guides_thread_race_check_runs(open_mpi, mode):
+    """tools/mpi_thread_race.py, which the admin guide gives for checking a site's Open
+    MPI across nodes, runs to the end in both modes (here on one node)."""
+    tool = str(REPO / "tools" / "mpi_thread_race.py")
+    result = run(open_mpi.python(3, tool, mode), env=open_mpi.env, timeout=60)
+    assert result.returncode == 0 and not result.leftovers, result
+    assert "TCP connect" not in result.output, result
+    usage = run([PYTHON, tool], timeout=30)
+    assert usage.returncode == 1 and "usage:" in usage.stderr, usage
 
 
 ON_OTHER_MPI = (
