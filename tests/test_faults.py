@@ -229,24 +229,21 @@ def three(slurm_three, tmp_path):
     [("compact", "client"), ("dedicated", "client"), ("dedicated", "scheduler")],
 )
 def test_killing_the_scheduler_or_client_under_srun_ends_the_job(one, layout, victim):
-    path = one.script("sleepy.py", SLEEPY)
-    job = one.submit("--ntasks=4", args=["--layout", layout, path])
-    pids = one.cluster.wait_for_output(job, r"^PIDS (\d+) (\d+)$")
-    client, scheduler = int(pids.group(1)), int(pids.group(2))
-    killed = time.monotonic()
-    os.kill(client if victim == "client" else scheduler, signal.SIGKILL)
-    state, exit_code = one.finish(job, timeout=60)
-    assert time.monotonic() - killed < 30, job.text
-    assert state == "FAILED" and exit_code != "0:0", job.text
+    kill_under_srun(one, layout, victim)
 
 
 def test_under_other_mpis_a_killed_client_rank_under_srun_ends_the_job(one, other_mpi):
     """srun --kill-on-bad-exit ends the other tasks, whatever their MPI."""
+    kill_under_srun(one, "compact", "client", env=other_mpi.srun_env)
+
+
+def kill_under_srun(one, layout: str, victim: str, env: dict[str, str] | None = None) -> None:
     path = one.script("sleepy.py", SLEEPY)
-    job = one.submit("--ntasks=4", args=[path], env=other_mpi.srun_env)
-    client = int(one.cluster.wait_for_output(job, r"^PIDS (\d+) (\d+)$").group(1))
+    job = one.submit("--ntasks=4", args=["--layout", layout, path], env=env)
+    pids = one.cluster.wait_for_output(job, r"^PIDS (\d+) (\d+)$")
+    client, scheduler = int(pids.group(1)), int(pids.group(2))
     killed = time.monotonic()
-    os.kill(client, signal.SIGKILL)
+    os.kill(client if victim == "client" else scheduler, signal.SIGKILL)
     state, exit_code = one.finish(job, timeout=60)
     assert time.monotonic() - killed < 30, job.text
     assert state == "FAILED" and exit_code != "0:0", job.text
