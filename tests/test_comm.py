@@ -1,7 +1,7 @@
 """PatientComm lets one thread at a time into MPI (fast, no MPI: a recording stand-in).
 
-The real-MPI side is in the Slurm tests: Open MPI 4.1's TCP transport crashed a rank
-when two of its threads were in MPI together (launcher/comm.py).
+Why it matters on real MPI: Open MPI 4.1's TCP transport races when two threads of a
+rank are in MPI while it connects to a peer (launcher/comm.py, tools/mpi_thread_race.py).
 """
 
 from __future__ import annotations

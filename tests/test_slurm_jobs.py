@@ -4,7 +4,8 @@ What a user does on Saga, Betzy or Olivia, on one node and on three: outputs, ex
 codes, summaries, sizing read from the allocation, walltime and scancel, the wrong
 ``--mpi`` plugin. Jobs run the test's own Python environment (LAUNCHER_VENV) and the
 MPI plugin that matches MPICH from PyPI (SLURM_MPI_TYPE=pmi2), as a user would set;
-one runs Open MPI (PyPI's 5; pmix) and Intel MPI (pmi2), as on Saga and Betzy.
+others run both Open MPIs (PyPI's 5, Debian's 4.1; pmix) and Intel MPI (pmi2), as on
+Saga and Betzy.
 """
 
 import json

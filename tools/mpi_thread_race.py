@@ -5,10 +5,13 @@ collectives and messages of a launcher start-up: the calls the launcher's client
 makes while its connections to the other nodes are still being set up. ``turns`` takes
 the calls one at a time, as launcher/comm.py does; ``together`` lets them overlap.
 Run it many times across nodes and count the MPI library's warnings, e.g. on the test
-Slurm with Debian's Open MPI 4.1 (8 of 150 runs warned together, 0 of 150 in turns):
+Slurm with Debian's Open MPI 4.1 (8 of 150 runs warned together, 0 of 150 in turns;
+the second line only as root):
 
+    export MPI4PY_LIBMPI=/usr/lib/x86_64-linux-gnu/libmpi.so.40
+    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
     for i in $(seq 100); do tools/minislurm exec -- srun --mpi=pmix -N3 -n6 \\
-        python tools/mpi_thread_race.py together; done 2>&1 | grep -c "TCP connection"
+        .venv/bin/python tools/mpi_thread_race.py together; done 2>&1 | grep -c "TCP connect"
 """
 
 from __future__ import annotations
