@@ -133,6 +133,49 @@ def test_worker_processes_come_from_a_fork_of_their_rank(script):
         assert forked and len({worker, server, rank}) == 3, workers
 
 
+PROFILING = """
+import time
+from distributed import get_client
+
+def sampling(dask_worker):
+    return dask_worker.periodic_callbacks["profile"].is_running()
+
+def busy(seconds):
+    end = time.time() + seconds
+    while time.time() < end:
+        sum(range(1000))
+
+def until(want, seconds):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        seen = set(client.run(sampling).values())
+        if seen == {want}:
+            return True
+        time.sleep(0.05)
+    return False
+
+client = get_client()
+workers = list(client.scheduler_info()["workers"])
+idle_before = until(False, 3)
+tasks = [client.submit(busy, 3, workers=[w], pure=False, key=f"busy-{w}") for w in workers]
+sampled_while_busy = until(True, 2)
+client.gather(tasks)
+idle_after = until(False, 3)
+time.sleep(1.2)  # the profile keeps what was sampled once its 1-s cycle has turned
+counts = {w: client.profile(workers=[w])["count"] for w in workers}
+print(idle_before, sampled_while_busy, idle_after, min(counts.values()) > 0, counts)
+"""
+
+
+@pytest.mark.parametrize("flags", [[], ["--no-nanny"]], ids=["nanny", "no-nanny"])
+def test_workers_sample_the_profile_only_while_tasks_run(script, flags):
+    """launcher/worker.py: an idle worker's event loop is not woken 100 times a second
+    for Dask's profile, and the tasks it runs are profiled all the same."""
+    result = run(launcher_cmd(*flags, str(script(PROFILING))))
+    assert_clean(result)
+    assert result.stdout.startswith("True True True True"), result
+
+
 #: What Python 3.14's forkserver looks like to launcher/forkserver.py: it authenticates
 #: its clients with a key, so a rank cannot fork the server from itself.
 AUTHENTICATING_FORKSERVER = """
