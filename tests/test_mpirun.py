@@ -157,8 +157,8 @@ def until(want, seconds):
 client = get_client()
 workers = list(client.scheduler_info()["workers"])
 idle_before = until(False, 3)
-tasks = [client.submit(busy, 3, workers=[w], pure=False, key=f"busy-{w}") for w in workers]
-sampled_while_busy = until(True, 2)
+tasks = [client.submit(busy, 5, workers=[w], pure=False, key=f"busy-{w}") for w in workers]
+sampled_while_busy = until(True, 4)  # while every worker runs its task
 client.gather(tasks)
 idle_after = until(False, 3)
 time.sleep(1.2)  # the profile keeps what was sampled once its 1-s cycle has turned
