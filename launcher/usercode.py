@@ -13,12 +13,18 @@ import sys
 import traceback
 from pathlib import Path
 
-from launcher import interrupt
+from launcher import interrupt, second_cluster
 from launcher.interrupt import Interrupted
 from launcher.options import Target
 
 #: Frames of these files are the launcher's, not the user's, in a traceback.
-_INTERNAL_FILES = {"<frozen runpy>", runpy.__file__, __file__, interrupt.__file__}
+_INTERNAL_FILES = {
+    "<frozen runpy>",
+    runpy.__file__,
+    __file__,
+    interrupt.__file__,
+    second_cluster.__file__,
+}
 
 
 def check_target(target: Target) -> str | None:

@@ -6,6 +6,7 @@ the job outlives it.
 
 import ast
 import json
+import os
 import re
 import stat
 import time
@@ -438,6 +439,44 @@ def test_syntax_error_shows_its_traceback_once(script):
     result = run(launcher_cmd(str(path)))
     assert_clean(result, 1)
     assert result.stderr.count("SyntaxError") == 1 and str(path) in result.stderr
+    assert "final result" not in result.stdout
+
+
+def tutorial_script() -> str:
+    """The tutorial's SLURMCluster script, as docs/migration.md quotes it ("Before")."""
+    text = (REPO / "docs" / "migration.md").read_text()
+    before = text.split("Before (the tutorial's example", 1)[1]
+    return before.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.mark.parametrize("kind", ["SLURMCluster", "LocalCluster"])
+def test_a_cluster_started_by_the_script_is_refused_at_its_line(script, tmp_path, kind):
+    # Left in, the tutorial's lines would submit worker jobs while the job's own
+    # workers sit idle (and off Slurm compute() would wait forever): the script fails
+    # at the line, before anything is submitted. sbatch on PATH only records a call.
+    if kind == "SLURMCluster":
+        path = script(tutorial_script())
+    else:
+        path = script(
+            "from distributed import Client, LocalCluster\n\n"
+            "cluster = LocalCluster(n_workers=2)\nclient = Client(cluster)\n"
+        )
+    bin_dir, submitted = tmp_path / "bin", tmp_path / "submitted"
+    bin_dir.mkdir()
+    sbatch = bin_dir / "sbatch"
+    sbatch.write_text(f"#!/bin/sh\ntouch {submitted}\nexit 1\n")
+    sbatch.chmod(0o755)
+    result = run(
+        launcher_cmd(str(path)), env={"PATH": f"{bin_dir}:{os.environ['PATH']}"}, timeout=60
+    )
+    assert_clean(result, 1)
+    refusal = (
+        f"SecondCluster: {kind}(...) would start a second Dask cluster inside the "
+        "launcher's job while this job's 3 worker(s) sit idle"
+    )
+    assert result.stderr.count(refusal) == 1, result
+    assert re.search(rf'File "{path}", line \d+, in <module>\n +cluster = {kind}\(', result.stderr)
+    assert not submitted.exists(), "sbatch was called"
     assert "final result" not in result.stdout
 
 
