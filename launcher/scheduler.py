@@ -18,6 +18,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from distributed import Scheduler
+from distributed.core import ErrorMessage, error_message
 
 from launcher.dashboard import DashboardOnFirstVisit
 from launcher.plan import Plan
@@ -95,6 +96,8 @@ class SchedulerService:
         plan = self.plan
         async with self._make_scheduler() as scheduler:
             self.scheduler = scheduler
+            if not plan.nanny:
+                refuse_restarts(scheduler)
             if plan.dashboard:
                 DashboardOnFirstVisit(scheduler).install()
             if self.worker_options is None:
@@ -106,3 +109,28 @@ class SchedulerService:
                     self._ready.set_result(scheduler.address)
                     await self._stop.wait()
             await scheduler.close(reason="launcher: job finished")
+
+
+def refuse_restarts(scheduler: Scheduler) -> None:
+    """Without nannies (``--no-nanny``) ``client.restart()`` fails at once, saying why.
+
+    distributed shuts down every worker without a nanny and then waits for "an external
+    deployment system" to start new ones (``Scheduler.restart_workers``). Here nothing
+    would: the call waited 120 s and left the job with no workers, and the one log line
+    that said why is hidden without ``-v``. (``client.restart_workers`` already refuses
+    workers without a nanny; distributed #7242, which would refuse them in ``restart``
+    too, was never merged.) The error is returned, not raised, so that the scheduler
+    does not also log it with a traceback.
+    """
+
+    async def refuse(**kwargs: Any) -> ErrorMessage:
+        return error_message(
+            RuntimeError(
+                "client.restart() needs a nanny per worker to start it again, and this "
+                "job runs with --no-nanny, where the scheduler would remove every worker "
+                "for good; run without --no-nanny to restart workers"
+            ),
+            status="uncaught-error",  # what the client raises, as for a raised error
+        )
+
+    scheduler.handlers["restart"] = refuse

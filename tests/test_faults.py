@@ -46,6 +46,41 @@ def test_a_killed_worker_process_is_restarted_and_the_job_succeeds(script):
     kill_a_worker_process(start(launcher_cmd(str(script(KILL_A_WORKER)))))
 
 
+RESTART = """
+import os, time
+import dask
+from distributed import get_client
+client = get_client()
+before = set(client.run(os.getpid).values())
+began = time.monotonic()
+try:
+    client.restart()
+except RuntimeError as err:
+    print("REFUSED", err)
+after = set(client.run(os.getpid).values())
+print("WORKERS", len(after), "ALL NEW", not after & before, "SECONDS", time.monotonic() - began)
+print("RESULT", dask.delayed(sum)([1, 2]).compute())
+"""
+
+
+@pytest.mark.parametrize("flags", [[], ["--no-nanny"]])
+def test_client_restart_restarts_the_workers_or_says_at_once_why_not(script, flags):
+    # Without nannies distributed removes every worker and waits 120 s for someone to
+    # start new ones; here nobody would, so the launcher's scheduler refuses at once.
+    result = run(launcher_cmd(*flags, str(script(RESTART))), timeout=90)
+    assert_clean(result)
+    assert "RESULT 3" in result.stdout
+    workers = re.search(r"WORKERS (\d+) ALL NEW (\w+) SECONDS (\S+)", result.stdout)
+    assert workers and workers[1] == "3", result
+    if flags:
+        assert "REFUSED client.restart() needs a nanny per worker" in result.stdout, result
+        assert "--no-nanny" in result.stdout and workers[2] == "False", result
+        assert float(workers[3]) < 10, result
+        assert "Traceback" not in result.stderr, result
+    else:
+        assert "REFUSED" not in result.stdout and workers[2] == "True", result
+
+
 def test_under_other_mpis_a_killed_worker_process_is_restarted(script, other_mpi):
     """Their mpirun watches the ranks, not the ranks' children: the nanny's restart
     works as under MPICH."""
