@@ -27,9 +27,9 @@ from launcher.plan import Plan
 from launcher.progress import Progress
 from launcher.protocol import final_barrier, prepare_directory, remove_directory, share_address
 from launcher.scheduler import SchedulerService
-from launcher.second_cluster import refused
 from launcher.serving import describe, worker_options
 from launcher.summary import Summary
+from launcher.user_clusters import handled
 from launcher.usercode import run_target
 
 log = logging.getLogger("launcher")
@@ -87,7 +87,7 @@ class ClientRank:
             progress = Progress(self.client, plan.progress_interval, len(plan.workers))
             progress.start()
         try:
-            with self.report(), refused(len(plan.workers)):
+            with self.report(), handled(len(plan.workers)):
                 return run_target(plan.target)
         finally:
             if progress is not None:

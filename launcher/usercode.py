@@ -13,7 +13,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from launcher import interrupt, second_cluster
+from launcher import interrupt, user_clusters
 from launcher.interrupt import Interrupted
 from launcher.options import Target
 
@@ -23,7 +23,7 @@ _INTERNAL_FILES = {
     runpy.__file__,
     __file__,
     interrupt.__file__,
-    second_cluster.__file__,
+    user_clusters.__file__,
 }
 
 

@@ -480,6 +480,48 @@ def test_a_cluster_started_by_the_script_is_refused_at_its_line(script, tmp_path
     assert "final result" not in result.stdout
 
 
+DASK_MPI_SCRIPTS = {
+    "initialize": """
+from dask_mpi import initialize
+initialize()
+from distributed import Client
+print("RESULT", Client().submit(sum, [1, 2]).result())
+""",
+    "initialize-exit-false": """
+from dask_mpi import initialize, send_close_signal
+from distributed import Client
+if initialize("lo", nthreads=4, exit=False):
+    client = Client()
+    print("RESULT", client.submit(sum, [1, 2]).result())
+    send_close_signal()
+    print("STILL UP", client.submit(sum, [3, 4]).result())
+""",
+    "execute": """
+from dask_mpi import execute
+from distributed import Client
+def main(x, y):
+    print("RESULT", Client().submit(sum, [x, y]).result())
+execute(main, client_args=(1,), client_kwargs={"y": 2})
+""",
+}
+
+
+@pytest.mark.parametrize("style", DASK_MPI_SCRIPTS)
+def test_a_script_written_for_dask_mpi_runs_as_it_is(script, style):
+    # Its initialize() on the client rank alone used to start a second scheduler and
+    # wait in an MPI broadcast nobody else joined, until the walltime.
+    result = run(launcher_cmd(str(script(DASK_MPI_SCRIPTS[style]))), timeout=60)
+    assert_clean(result)
+    assert "RESULT 3" in result.stdout, result
+    notice = "dask_mpi.initialize() in your script: the launcher's cluster is up already"
+    if style == "initialize-exit-false":
+        assert "STILL UP 7" in result.stdout, result
+        assert result.stderr.count(notice) == 1, result
+        assert "ignored: interface='lo', nthreads=4 (set these" in result.stderr, result
+    else:
+        assert "ignored:" not in result.stderr, result
+
+
 def test_too_few_ranks_for_the_layout():
     result = run(launcher_cmd("--layout", "dedicated", n=2))
     assert_clean(result, 2)

@@ -1,0 +1,101 @@
+"""Clusters the user's code asks for: the job is the cluster already.
+
+Scripts carry the cluster-making lines of the way they were run before, and inside the
+launcher each of those went wrong:
+
+- dask-mpi's ``initialize()`` (or ``execute()``) on the client rank started a second
+  scheduler and waited in an MPI broadcast that no other rank joins: the job hung until
+  its walltime. Here the cluster they would make is up, and the script runs where
+  dask-mpi runs it, on the client rank: ``initialize()`` returns at once (True: this is
+  the client), ``execute(main)`` calls ``main``, ``send_close_signal()`` does nothing,
+  as the launcher closes the cluster when the script ends. Sizing passed to them is
+  said to be ignored, in one line.
+- The tutorial's ``SLURMCluster(...)`` and ``cluster.scale(5)`` do not fail under
+  Slurm: every worker becomes a Slurm job of its own again, waiting in the queue and
+  dying at its own walltime, while the workers this job was given sit idle until it
+  ends; off Slurm the worker jobs never come and ``compute()`` waits forever. A
+  laptop's ``LocalCluster(...)`` runs its workers on the client rank's cores the same
+  way. So creating any of distributed's ``SpecCluster`` family (LocalCluster, every
+  dask-jobqueue cluster) raises at the user's line, before a job is submitted or a
+  process started: dask-jobqueue's clusters call ``SpecCluster.__init__`` before they
+  scale, and distributed is imported already, so dask-jobqueue need not be.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+import dask_mpi
+from distributed.deploy.spec import SpecCluster
+
+log = logging.getLogger("launcher")
+
+#: dask-mpi's arguments that say nothing about the cluster's size or place.
+_NEUTRAL = {"comm", "exit"}
+
+
+class SecondCluster(RuntimeError):
+    """The user's code tried to start a Dask cluster of its own inside the job."""
+
+
+@contextmanager
+def handled(workers: int) -> Iterator[None]:
+    """While inside, dask-mpi's calls find the cluster up and ``SpecCluster`` and its
+    subclasses cannot be created."""
+
+    def refuse(cluster: SpecCluster, *args: Any, **kwargs: Any) -> None:
+        name = type(cluster).__name__
+        raise SecondCluster(
+            f"{name}(...) would start a second Dask cluster inside the launcher's job "
+            f"while this job's {workers} worker(s) sit idle: delete the {name}(...), "
+            "cluster.scale(...) and cluster.close() lines, and write Client() for "
+            "Client(cluster): it connects to the job's cluster (docs/migration.md)"
+        )
+
+    original_initialize, original_execute = dask_mpi.initialize, dask_mpi.execute
+
+    def initialize(*args: Any, **kwargs: Any) -> bool:
+        _ignored("initialize", _given(original_initialize, args, kwargs))
+        return True
+
+    def execute(*args: Any, **kwargs: Any) -> None:
+        given = _given(original_execute, args, kwargs)
+        function = given.pop("client_function", None)
+        function_args = given.pop("client_args", ())
+        function_kwargs = given.pop("client_kwargs", None) or {}
+        _ignored("execute", given)
+        if callable(function):
+            function(*function_args, **function_kwargs)
+
+    with ExitStack() as restore:
+        for owner, name, replacement in (
+            (SpecCluster, "__init__", refuse),
+            (dask_mpi, "initialize", initialize),
+            (dask_mpi, "execute", execute),
+            (dask_mpi, "send_close_signal", lambda: None),
+        ):
+            restore.callback(setattr, owner, name, getattr(owner, name))
+            setattr(owner, name, replacement)
+        yield
+
+
+def _given(function: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The arguments by name, checked against dask-mpi's own signature (so a wrong one
+    fails as it would there)."""
+    return dict(inspect.signature(function).bind(*args, **kwargs).arguments)
+
+
+def _ignored(call: str, given: dict[str, Any]) -> None:
+    sizing = {key: value for key, value in given.items() if key not in _NEUTRAL}
+    if sizing:
+        listed = ", ".join(f"{key}={value!r}" for key, value in sizing.items())
+        log.info(
+            "dask_mpi.%s() in your script: the launcher's cluster is up already; "
+            "ignored: %s (set these with launcher flags or config, docs/user-guide.md)",
+            call,
+            listed,
+        )
