@@ -10,6 +10,10 @@ launcher each of those went wrong:
   the client), ``execute(main)`` calls ``main``, ``send_close_signal()`` does nothing,
   as the launcher closes the cluster when the script ends. Sizing passed to them is
   said to be ignored, in one line.
+- A client script of dask-mpi's command line (``mpirun dask-mpi --scheduler-file F``)
+  connects with ``Client(scheduler_file=F)``, and distributed waits for that file
+  without a timeout: nobody writes it here, so the job hung. Such a client connects to
+  the job's scheduler instead, saying so in one line.
 - The tutorial's ``SLURMCluster(...)`` and ``cluster.scale(5)`` do not fail under
   Slurm: every worker becomes a Slurm job of its own again, waiting in the queue and
   dying at its own walltime, while the workers this job was given sit idle until it
@@ -30,6 +34,7 @@ from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import dask_mpi
+from distributed import Client
 from distributed.deploy.spec import SpecCluster
 
 log = logging.getLogger("launcher")
@@ -44,8 +49,9 @@ class SecondCluster(RuntimeError):
 
 @contextmanager
 def handled(workers: int) -> Iterator[None]:
-    """While inside, dask-mpi's calls find the cluster up and ``SpecCluster`` and its
-    subclasses cannot be created."""
+    """While inside, dask-mpi's calls find the cluster up, a client asking for a
+    scheduler file gets the job's scheduler, and ``SpecCluster`` and its subclasses
+    cannot be created."""
 
     def refuse(cluster: SpecCluster, *args: Any, **kwargs: Any) -> None:
         name = type(cluster).__name__
@@ -71,9 +77,24 @@ def handled(workers: int) -> Iterator[None]:
         if callable(function):
             function(*function_args, **function_kwargs)
 
+    original_client_init = Client.__init__
+
+    def client_init(
+        client: Client, address: Any = None, *args: Any, scheduler_file: Any = None, **kwargs: Any
+    ) -> None:
+        if scheduler_file is not None and address is None:
+            log.info(
+                "Client(scheduler_file=%r) in your script connects to the launcher's "
+                "cluster, which writes no scheduler file",
+                scheduler_file,
+            )
+            scheduler_file = None
+        original_client_init(client, address, *args, scheduler_file=scheduler_file, **kwargs)
+
     with ExitStack() as restore:
         for owner, name, replacement in (
             (SpecCluster, "__init__", refuse),
+            (Client, "__init__", client_init),
             (dask_mpi, "initialize", initialize),
             (dask_mpi, "execute", execute),
             (dask_mpi, "send_close_signal", lambda: None),

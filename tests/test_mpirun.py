@@ -503,14 +503,22 @@ def main(x, y):
     print("RESULT", Client().submit(sum, [x, y]).result())
 execute(main, client_args=(1,), client_kwargs={"y": 2})
 """,
+    # the client script of dask-mpi's command line (mpirun dask-mpi --scheduler-file)
+    "scheduler-file": """
+from distributed import Client
+client = Client(scheduler_file="scheduler.json")
+print("RESULT", client.submit(sum, [1, 2]).result())
+""",
 }
 
 
 @pytest.mark.parametrize("style", DASK_MPI_SCRIPTS)
 def test_a_script_written_for_dask_mpi_runs_as_it_is(script, style):
     # Its initialize() on the client rank alone used to start a second scheduler and
-    # wait in an MPI broadcast nobody else joined, until the walltime.
-    result = run(launcher_cmd(str(script(DASK_MPI_SCRIPTS[style]))), timeout=60)
+    # wait in an MPI broadcast nobody else joined, until the walltime; its client of a
+    # scheduler file waited for a file nobody writes.
+    path = script(DASK_MPI_SCRIPTS[style])
+    result = run(launcher_cmd(str(path)), timeout=60, cwd=path.parent)
     assert_clean(result)
     assert "RESULT 3" in result.stdout, result
     notice = "dask_mpi.initialize() in your script: the launcher's cluster is up already"
@@ -518,6 +526,15 @@ def test_a_script_written_for_dask_mpi_runs_as_it_is(script, style):
         assert "STILL UP 7" in result.stdout, result
         assert result.stderr.count(notice) == 1, result
         assert "ignored: interface='lo', nthreads=4 (set these" in result.stderr, result
+    elif style == "scheduler-file":
+        assert (
+            result.stderr.count(
+                "Client(scheduler_file='scheduler.json') in your script connects to the "
+                "launcher's cluster"
+            )
+            == 1
+        ), result
+        assert not (path.parent / "scheduler.json").exists()
     else:
         assert "ignored:" not in result.stderr, result
 
