@@ -14,6 +14,9 @@ launcher each of those went wrong:
   connects with ``Client(scheduler_file=F)``, and distributed waits for that file
   without a timeout: nobody writes it here, so the job hung. Such a client connects to
   the job's scheduler instead, saying so in one line.
+- ``client.wait_for_workers(n)``, left from a ``cluster.scale(n)``, waits forever when
+  the job has fewer than n workers (they all joined before the script started, and no
+  more will come): it raises at once instead.
 - The tutorial's ``SLURMCluster(...)`` and ``cluster.scale(5)`` do not fail under
   Slurm: every worker becomes a Slurm job of its own again, waiting in the queue and
   dying at its own walltime, while the workers this job was given sit idle until it
@@ -50,8 +53,8 @@ class SecondCluster(RuntimeError):
 @contextmanager
 def handled(workers: int) -> Iterator[None]:
     """While inside, dask-mpi's calls find the cluster up, a client asking for a
-    scheduler file gets the job's scheduler, and ``SpecCluster`` and its subclasses
-    cannot be created."""
+    scheduler file gets the job's scheduler, waiting for more workers than the job has
+    fails, and ``SpecCluster`` and its subclasses cannot be created."""
 
     def refuse(cluster: SpecCluster, *args: Any, **kwargs: Any) -> None:
         name = type(cluster).__name__
@@ -91,10 +94,22 @@ def handled(workers: int) -> Iterator[None]:
             scheduler_file = None
         original_client_init(client, address, *args, scheduler_file=scheduler_file, **kwargs)
 
+    original_wait_for_workers = Client.wait_for_workers
+
+    def wait_for_workers(client: Client, n_workers: int, timeout: float | None = None) -> None:
+        if isinstance(n_workers, int) and n_workers > workers:
+            raise ValueError(
+                f"wait_for_workers({n_workers}): this job has {workers} worker(s), all "
+                "joined before your script started, and no more will come; wait for at "
+                f"most {workers}, or give the job more tasks"
+            )
+        original_wait_for_workers(client, n_workers, timeout)
+
     with ExitStack() as restore:
         for owner, name, replacement in (
             (SpecCluster, "__init__", refuse),
             (Client, "__init__", client_init),
+            (Client, "wait_for_workers", wait_for_workers),
             (dask_mpi, "initialize", initialize),
             (dask_mpi, "execute", execute),
             (dask_mpi, "send_close_signal", lambda: None),

@@ -480,6 +480,24 @@ def test_a_cluster_started_by_the_script_is_refused_at_its_line(script, tmp_path
     assert "final result" not in result.stdout
 
 
+def test_waiting_for_more_workers_than_the_job_has_fails_at_once(script):
+    # Left from a cluster.scale(4), this waited forever: no more workers will come.
+    body = "from distributed import get_client\nc = get_client()\n"
+    path = script(
+        body + "c.wait_for_workers(3)\nprint('THREE', flush=True)\nc.wait_for_workers(4)\n"
+    )
+    result = run(launcher_cmd(str(path)), timeout=60)
+    assert_clean(result, 1)
+    assert "THREE" in result.stdout
+    assert (
+        result.stderr.count(
+            "ValueError: wait_for_workers(4): this job has 3 worker(s), all joined before your "
+            "script started, and no more will come"
+        )
+        == 1
+    ), result
+
+
 DASK_MPI_SCRIPTS = {
     "initialize": """
 from dask_mpi import initialize
