@@ -39,6 +39,11 @@ def check_target(target: Target) -> str | None:
                 f"launcher: can't open file {str(path.absolute())!r}: no such file "
                 "(give the script's path relative to the working directory, or absolute)"
             )
+        if path.suffix == ".ipynb":
+            return (
+                f"launcher: {path} is a Jupyter notebook, not a Python script: export it "
+                f"with 'jupyter nbconvert --to script {path}' and run the .py file"
+            )
         try:
             compile(path.read_bytes(), str(path), "exec")
         except (SyntaxError, ValueError) as err:

@@ -434,6 +434,15 @@ def test_missing_script_and_module(tmp_path):
     assert result.stderr.count("no module named 'no_such_module_xyz'") == 1
 
 
+def test_a_notebook_is_refused_with_how_to_export_it(script):
+    path = script('{"cells": [], "nbformat": 4}', name="analysis.ipynb")
+    result = run(launcher_cmd(str(path)))
+    assert_clean(result, 2)
+    line = f"launcher: {path} is a Jupyter notebook, not a Python script: export it with"
+    assert result.stderr.count(line) == 1, result
+    assert "Traceback" not in result.stderr
+
+
 def test_syntax_error_shows_its_traceback_once(script):
     path = script("x = (\n")
     result = run(launcher_cmd(str(path)))
