@@ -14,6 +14,12 @@ launcher each of those went wrong:
   connects with ``Client(scheduler_file=F)``, and distributed waits for that file
   without a timeout: nobody writes it here, so the job hung. Such a client connects to
   the job's scheduler instead, saying so in one line.
+- ``client.shutdown()``, which ends many scripts, closed the scheduler under the
+  launcher's own client, which logged a 30-line reconnect traceback, and every nanny's
+  worker process then waited 2 s at exit (distributed's WorkerProcess joins its stop-
+  queue thread, timeout 2 s, before it tells that thread to stop). The launcher ends
+  the cluster when the script ends, in an order that prints nothing, so here
+  ``shutdown()`` closes the client only, as dask-mpi's ``send_close_signal()`` does.
 - ``client.wait_for_workers(n)``, left from a ``cluster.scale(n)``, waits forever when
   the job has fewer than n workers (they all joined before the script started, and no
   more will come): it raises at once instead.
@@ -53,8 +59,9 @@ class SecondCluster(RuntimeError):
 @contextmanager
 def handled(workers: int) -> Iterator[None]:
     """While inside, dask-mpi's calls find the cluster up, a client asking for a
-    scheduler file gets the job's scheduler, waiting for more workers than the job has
-    fails, and ``SpecCluster`` and its subclasses cannot be created."""
+    scheduler file gets the job's scheduler, ``client.shutdown()`` closes the client,
+    waiting for more workers than the job has fails, and ``SpecCluster`` and its
+    subclasses cannot be created."""
 
     def refuse(cluster: SpecCluster, *args: Any, **kwargs: Any) -> None:
         name = type(cluster).__name__
@@ -110,6 +117,7 @@ def handled(workers: int) -> Iterator[None]:
             (SpecCluster, "__init__", refuse),
             (Client, "__init__", client_init),
             (Client, "wait_for_workers", wait_for_workers),
+            (Client, "shutdown", Client.close),
             (dask_mpi, "initialize", initialize),
             (dask_mpi, "execute", execute),
             (dask_mpi, "send_close_signal", lambda: None),

@@ -566,6 +566,24 @@ def test_a_script_written_for_dask_mpi_runs_as_it_is(script, style):
         assert "ignored:" not in result.stderr, result
 
 
+def test_client_shutdown_in_the_script_closes_only_its_client(script):
+    # It used to close the scheduler under the launcher's own client (a 30-line
+    # reconnect traceback at the end) and leave the rest of the script no cluster.
+    path = script(
+        """
+from distributed import Client
+client = Client()
+print("RESULT", client.submit(sum, [1, 2]).result())
+client.shutdown()
+print("STILL UP", Client().submit(sum, [3, 4]).result())
+"""
+    )
+    result = run(launcher_cmd(str(path)), timeout=60)
+    assert_clean(result)
+    assert "RESULT 3" in result.stdout and "STILL UP 7" in result.stdout, result
+    assert not NOISE.search(result.output), result
+
+
 def test_too_few_ranks_for_the_layout():
     result = run(launcher_cmd("--layout", "dedicated", n=2))
     assert_clean(result, 2)
