@@ -129,7 +129,26 @@ class ClientRank:
                 f"the scheduler at {self.summary.scheduler_address} (rank "
                 f"{self.plan.scheduler_rank}) cannot be reached (killed, or its node failed)"
             )
+        workers = {w.rank for w in self.plan.workers}
+        lost = [message for rank, message in self.watch.failures.items() if rank in workers]
+        if workers and len(lost) == len(workers):
+            # None comes back: a nanny restarts its worker after a crash, but not one
+            # that closed (distributed's close_gracefully), and tasks would wait forever.
+            hint = (
+                "; workers import from the script's directory, the working directory "
+                "and PYTHONPATH, not from directories the script adds to sys.path"
+                if "ModuleNotFoundError" in lost[-1]
+                else ""
+            )
+            return f"no worker is left (the last: {lost[-1]}{hint})"
         return None
+
+    def lost_worker(self, reason: str) -> None:
+        """The worker in this process (single-process mode) is closing: on its own, unless
+        the job is ending (the scheduler's service closes it then)."""
+        if not self.watch.ending:
+            message = f"rank {self.me.rank} closed its worker: {reason}"
+            self.watch.report_failure(self.me.rank, message)
 
     def start_cluster(self) -> None:
         plan = self.plan
@@ -140,7 +159,7 @@ class ClientRank:
                 if problem is not None:
                     raise ClusterError(problem)
                 options = {
-                    **worker_options(plan, lambda: False, lambda: None),
+                    **worker_options(plan, lambda: False, lambda: None, self.lost_worker),
                     "nthreads": self.me.nthreads,
                     "memory_limit": self.me.memory_limit,
                     "local_directory": self.me.local_directory,

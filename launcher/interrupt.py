@@ -12,7 +12,6 @@ ends within seconds even if the user's code ignores the interrupt.
 
 from __future__ import annotations
 
-import _thread
 import logging
 import signal
 import threading
@@ -85,7 +84,8 @@ class Interrupted(KeyboardInterrupt):
 
 class ClusterLost(Interrupted):
     """Raised in your script when the Dask scheduler is gone (its rank was killed, or
-    crashed): nothing it computes can finish, so the job ends with status "failed"."""
+    crashed) or every worker is: nothing it computes can finish, so the job ends with
+    status "failed"."""
 
     status = "failed"
 
@@ -115,6 +115,8 @@ class ClientWatch:
         self.on_overdue = on_overdue
         self.health = health
         self.cause: Interrupted | None = None
+        #: What each rank that reported a failure said (the last report of each).
+        self.failures: dict[int, str] = {}
         self.raising = False  # raise in the main thread only while user code may run
         self.ending = False  # the main thread is closing the job: no emergency needed
         self._to_raise: Interrupted | None = None
@@ -150,7 +152,16 @@ class ClientWatch:
         """Only the main thread can raise in the user's code: run our handler there."""
         if self.cause is None:
             self._to_raise = cause
-            _thread.interrupt_main(signal.SIGINT)
+            # A signal, not _thread.interrupt_main(), which only sets a flag: a main
+            # thread blocked in a wait (distributed's sync() waits in 10-s steps, as in
+            # client.gather) saw it up to 10 s late; a signal interrupts the wait.
+            main = threading.main_thread().ident
+            assert main is not None
+            signal.pthread_kill(main, signal.SIGINT)
+
+    def report_failure(self, rank: int, message: str) -> None:
+        self.failures[rank] = message
+        log.warning("%s", message)
 
     def _overdue(self) -> None:
         if not self.ending:
@@ -172,7 +183,7 @@ class ClientWatch:
                 self._raise_in_main_thread(Interrupted(signal_reason(signum, source), signum))
             failed = self.comm.poll(FAILED)
             if failed is not None:
-                log.warning("%s", failed[1])
+                self.report_failure(*failed)
             if now >= next_check:
                 next_check = now + 1.0
                 problem = self.health()

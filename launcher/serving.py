@@ -32,6 +32,7 @@ from launcher.protocol import (
 )
 from launcher.scheduler import SchedulerService
 from launcher.summary import Summary
+from launcher.usercode import import_beside_the_script
 
 log = logging.getLogger("launcher")
 
@@ -45,12 +46,16 @@ def worker_class(plan: Plan) -> str:
 
 
 def worker_options(
-    plan: Plan, stop_check: Callable[[], bool], ready: Callable[[], None]
+    plan: Plan,
+    stop_check: Callable[[], bool],
+    ready: Callable[[], None],
+    lost: Callable[[str], None],
 ) -> dict[str, Any]:
     """Arguments of the worker class beyond those dask-mpi sets itself."""
     return {
         "stop_check": stop_check,
         "ready": ready,
+        "lost": lost,
         # Without it a worker that cannot reach the scheduler retries forever.
         "death_timeout": plan.startup_timeout,
     }
@@ -70,6 +75,7 @@ class ServingRank:
             comm, plan.client_rank, self.watch, (plan.shutdown_timeout, self.rescue)
         )
         self._ending = threading.Lock()
+        self._lost = False
 
     def run(self) -> int:
         if self.plan.nanny and self.me.is_worker:
@@ -86,6 +92,7 @@ class ServingRank:
             # Still take part in the startup protocol, so that nobody waits for us.
             share_address(self.comm, plan)
             return problem
+        import_beside_the_script(plan.target)
         try:
             dask_mpi.execute(
                 None,
@@ -96,7 +103,7 @@ class ServingRank:
                 local_directory=me.local_directory,
                 memory_limit=me.memory_limit,
                 worker_class=worker_class(plan),
-                worker_options=worker_options(plan, self.stop.check, self.say_ready),
+                worker_options=worker_options(plan, self.stop.check, self.say_ready, self.say_lost),
                 comm=self.comm,
             )
         except StartupAborted:
@@ -110,10 +117,20 @@ class ServingRank:
             )
         except Exception as err:
             return f"worker rank {me.rank} on {me.host}: {describe(err)}"
+        if not self._lost and not self.stop.check():
+            return f"worker rank {me.rank} on {me.host}: its worker ended before the job did"
         return None
 
     def say_ready(self) -> None:
         self.comm.send(None, self.plan.client_rank, READY)
+
+    def say_lost(self, reason: str) -> None:
+        """The worker closed on its own (called from its event loop): tell the client
+        rank at once, which ends the job once no worker is left."""
+        self._lost = True
+        me = self.me
+        message = f"worker rank {me.rank} on {me.host} closed its worker: {reason}"
+        self.comm.send(message, self.plan.client_rank, FAILED)
 
     def run_scheduler(self) -> str | None:
         service = SchedulerService(self.plan)

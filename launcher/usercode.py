@@ -81,17 +81,39 @@ def print_user_traceback(exc: BaseException) -> None:
     print("".join(report.format()), end="", file=sys.stderr, flush=True)
 
 
+def script_directory(target: Target) -> str | None:
+    """What ``python script.py`` puts first on ``sys.path``: the script's directory."""
+    if target.kind != "script":
+        return None
+    return os.path.dirname(os.path.abspath(target.name))
+
+
+def import_beside_the_script(target: Target) -> None:
+    """On a worker rank: import from the script's directory as the script does.
+
+    A function the script imports from a module beside it reaches the workers pickled
+    by reference, and they import that module to unpickle it. Under plain ``python``
+    and under dask-mpi, where every rank runs the script, that directory is first on
+    every rank's ``sys.path``; here the workers run the launcher, so it is put there
+    (before the nanny's worker process starts, which gets the nanny's ``sys.path``).
+    Without it such a task closed every worker it reached and the job hung.
+    """
+    directory = script_directory(target)
+    if directory is not None:
+        sys.path.insert(0, directory)
+
+
 def run_target(target: Target) -> int:
     """Run the target as ``__main__`` in this (the main) thread; return its exit status."""
     saved_argv, saved_path = sys.argv[:], sys.path[:]
     try:
-        if target.kind == "script":
-            sys.argv = [target.name, *target.argv]
-            sys.path.insert(0, os.path.dirname(os.path.abspath(target.name)))
-            runpy.run_path(target.name, run_name="__main__")
-        else:
-            sys.argv = [target.name, *target.argv]
+        sys.argv = [target.name, *target.argv]
+        directory = script_directory(target)
+        if directory is None:
             runpy.run_module(target.name, run_name="__main__", alter_sys=True)
+        else:
+            sys.path.insert(0, directory)
+            runpy.run_path(target.name, run_name="__main__")
     except SystemExit as exc:
         return exit_status(exc)
     except Interrupted as exc:

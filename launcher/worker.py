@@ -37,7 +37,7 @@ ENDED = ("closing", "closing_gracefully", "closed", "failed")
 
 class _StopListening:
     """Say ``ready`` once started; watch ``stop_check`` from a thread and close when it
-    says so.
+    says so; say ``lost`` (why) if the worker ends before that.
 
     A thread that sleeps between checks, not a tornado ``PeriodicCallback``: each turn
     of the event loop for a timer costs far more CPU than the check itself. Checking
@@ -47,11 +47,23 @@ class _StopListening:
 
     _stop_check: Callable[[], bool]
     _ready: Callable[[], None]
+    _lost: Callable[[str], None]
     _closing: asyncio.Task | None = None
+    _lost_said = False
 
-    def _listen_for_stop(self, stop_check: Callable[[], bool], ready: Callable[[], None]) -> None:
+    def _listen_for_stop(
+        self, stop_check: Callable[[], bool], ready: Callable[[], None], lost: Callable[[str], None]
+    ) -> None:
         self._stop_check = stop_check
         self._ready = ready
+        self._lost = lost
+
+    def _ending_because(self, reason: str) -> None:
+        """The worker is closing: unless the job is ending, it is lost to the job (the
+        scheduler gives its tasks to the others), which the rank reports."""
+        if self._closing is None and not self._lost_said:
+            self._lost_said = True
+            self._lost(reason)
 
     async def start_unsafe(self):  # type: ignore[no-untyped-def]
         """Started means registered with the scheduler, for a worker and for a nanny
@@ -129,6 +141,20 @@ class LauncherWorker(Worker):
             return
         super().trigger_profile()
 
+    async def handle_scheduler(self, comm):  # type: ignore[no-untyped-def]
+        """distributed's, with the error as the close reason. A task this worker cannot
+        unpickle (from a module the client imports and the worker cannot: distributed
+        #1341) breaks the whole stream from the scheduler and closes the worker with
+        the bare reason "worker-handle-scheduler-connection-broken", the error only in
+        a traceback that tornado logs; as the reason, the rank reports it instead."""
+        reason = "worker-handle-scheduler-connection-broken"
+        try:
+            await self.handle_stream(comm)
+        except Exception as err:
+            reason = f"{type(err).__name__}: {err}"
+        finally:
+            await self.close(reason=reason)
+
     async def heartbeat(self) -> None:
         self._beat = asyncio.ensure_future(super().heartbeat())
         await self._beat
@@ -146,10 +172,19 @@ class MPIWorker(_StopListening, LauncherWorker):
     """The Dask worker in the MPI rank itself."""
 
     def __init__(
-        self, *args, stop_check: Callable[[], bool], ready: Callable[[], None], **kwargs
+        self,
+        *args,
+        stop_check: Callable[[], bool],
+        ready: Callable[[], None],
+        lost: Callable[[str], None],
+        **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self._listen_for_stop(stop_check, ready)
+        self._listen_for_stop(stop_check, ready, lost)
+
+    async def close(self, *args, reason: str = "worker-close", **kwargs):  # type: ignore[override]
+        self._ending_because(reason)
+        return await super().close(*args, reason=reason, **kwargs)
 
     async def _stop(self) -> None:
         # executor_wait=False: a task still running in a thread cannot be interrupted,
@@ -185,11 +220,22 @@ class MPINanny(_StopListening, Nanny):
     """A ``distributed.Nanny`` in the MPI rank, its worker in a child process."""
 
     def __init__(
-        self, *args, stop_check: Callable[[], bool], ready: Callable[[], None], **kwargs
+        self,
+        *args,
+        stop_check: Callable[[], bool],
+        ready: Callable[[], None],
+        lost: Callable[[str], None],
+        **kwargs,
     ) -> None:
         kwargs.setdefault("worker_class", NannyChildWorker)
         super().__init__(*args, **kwargs)
-        self._listen_for_stop(stop_check, ready)
+        self._listen_for_stop(stop_check, ready, lost)
+
+    def close_gracefully(self, reason: str = "nanny-close-gracefully") -> None:
+        """What a worker process closing on its own tells its nanny (which then does
+        not restart it), with its reason."""
+        self._ending_because(reason)
+        super().close_gracefully(reason)
 
     async def _stop(self) -> None:
         # Nanny.close asks the worker to finish its running tasks first (executor_wait);

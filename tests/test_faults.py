@@ -81,6 +81,71 @@ def test_client_restart_restarts_the_workers_or_says_at_once_why_not(script, fla
         assert "REFUSED" not in result.stdout and workers[2] == "True", result
 
 
+@pytest.mark.parametrize("flags", [[], ["--no-nanny"]])
+def test_a_module_the_workers_cannot_import_ends_the_job_saying_so(script, tmp_path, flags):
+    # A task whose function the workers cannot unpickle closes each worker it reaches
+    # (distributed #1341); with none left the script's compute() used to wait forever.
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "elsewhere.py").write_text("def cube(x):\n    return x ** 3\n")
+    path = script(
+        "import os, sys\n"
+        "sys.path.insert(0, os.path.join(os.path.dirname(__file__), 'lib'))\n"
+        "from elsewhere import cube\n"
+        "from distributed import Client\n"
+        "client = Client()\n"
+        "print('RESULT', sum(client.gather(client.map(cube, range(10)))))\n"
+    )
+    result = run(launcher_cmd(*flags, str(path)), timeout=60)
+    assert_clean(result, 1)
+    assert "RESULT" not in result.stdout
+    for rank in (1, 2, 3):
+        assert re.search(
+            rf"^launcher: worker rank {rank} on \S+ closed its worker: "
+            r"ModuleNotFoundError: No module named 'elsewhere'$",
+            result.stderr,
+            re.MULTILINE,
+        ), result
+    assert re.search(
+        r"launcher\.ClusterLost: no worker is left \(the last: worker rank \d .*"
+        "No module named 'elsewhere'; workers import from the script's directory",
+        result.stderr,
+    ), result
+    assert "launcher: failed, exit 1" in result.stderr, result
+    assert result.seconds < 30, result
+
+
+RETIRE = """
+from distributed import Client
+client = Client()
+workers = sorted(client.scheduler_info()["workers"])
+client.retire_workers(workers[:1])
+print("LEFT", len(client.scheduler_info()["workers"]), flush=True)
+print("RESULT", client.submit(sum, [1, 2]).result())
+"""
+
+
+@pytest.mark.parametrize(
+    "n, flags",
+    [(4, []), (None, ["--no-nanny"])],
+    ids=["one of three workers", "the only worker of a single process"],
+)
+def test_a_retired_worker_is_reported_and_the_job_ends_when_none_is_left(script, n, flags):
+    result = run(launcher_cmd(*flags, str(script(RETIRE)), n=n), timeout=60)
+    said = re.findall(
+        r"^launcher: (?:worker )?rank \d+ (?:on \S+ )?closed its worker: (.*)$",
+        result.stderr,
+        re.MULTILINE,
+    )
+    assert said == ["scheduler-remove-worker"], result
+    if n:
+        assert_clean(result)
+        assert "LEFT 2" in result.stdout and "RESULT 3" in result.stdout, result
+    else:
+        assert_clean(result, 1)
+        assert "LEFT 0" in result.stdout and "RESULT" not in result.stdout, result
+        assert "launcher.ClusterLost: no worker is left" in result.stderr, result
+
+
 def test_under_other_mpis_a_killed_worker_process_is_restarted(script, other_mpi):
     """Their mpirun watches the ranks, not the ranks' children: the nanny's restart
     works as under MPICH."""

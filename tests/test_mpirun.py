@@ -584,6 +584,25 @@ print("STILL UP", Client().submit(sum, [3, 4]).result())
     assert not NOISE.search(result.output), result
 
 
+@pytest.mark.parametrize("flags", [[], ["--no-nanny"]])
+def test_functions_from_a_module_beside_the_script_run_on_the_workers(tmp_path, flags):
+    # Run from another directory, as sbatch from $HOME would. The workers unpickle such
+    # a function by importing its module; without the script's directory on their
+    # sys.path (where python and dask-mpi put it) every worker closed and the job hung.
+    folder = tmp_path / "analysis"
+    folder.mkdir()
+    (folder / "helpers.py").write_text("def square(x):\n    return x * x\n")
+    (folder / "main.py").write_text(
+        "from distributed import Client\n"
+        "from helpers import square\n"
+        "client = Client()\n"
+        "print('RESULT', sum(client.gather(client.map(square, range(10)))))\n"
+    )
+    result = run(launcher_cmd(*flags, "analysis/main.py"), cwd=tmp_path, timeout=60)
+    assert_clean(result)
+    assert "RESULT 285" in result.stdout, result
+
+
 def test_too_few_ranks_for_the_layout():
     result = run(launcher_cmd("--layout", "dedicated", n=2))
     assert_clean(result, 2)
