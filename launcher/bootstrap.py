@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import Any, NoReturn
 
 from launcher.interrupt import hold_signals
-from launcher.mpienv import diagnose_launcher, diagnose_world, intended_rank
+from launcher.mpienv import diagnose_launcher, diagnose_world, intended_rank, launched_size
 from launcher.options import EarlyExit, Options, UsageError, parse
 
 #: Exit status when nothing was started because the input or environment is wrong.
@@ -204,8 +204,13 @@ def prepare_before_mpi(options: Options, env: Mapping[str, str]) -> None:
     except ConfigError:
         return
     set_dask_log_level(options.verbose)
+    nanny = hosts_a_nanny(env, options, settings)
+    if nanny and launched_size(env) > 1:  # one process runs the user's code: left as is
+        from launcher.forkserver import set_worker_environment
+
+        set_worker_environment()  # before the import below loads numpy
     configure_logging(options.verbose)
-    if hosts_a_nanny(env, options, settings):
+    if nanny:
         from launcher.forkserver import start_worker_helpers
 
         start_worker_helpers(fork_server=True)  # before any thread is started

@@ -24,16 +24,23 @@ clients with a key (3.14).
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import importlib.util
 import os
 import signal
 import socket
 import sys
 from multiprocessing import connection, forkserver, resource_tracker, util
 
+import yaml
+
 from launcher.interrupt import SIGNALS
 from launcher.mpienv import close_pmi_connection
+from launcher.speedups import YAML_LOADER
 
 _STATE = ("_forkserver_address", "_forkserver_alive_fd", "_forkserver_pid")
+#: glibc's mallopt() parameter that MALLOC_TRIM_THRESHOLD_ sets as a process starts.
+_M_TRIM_THRESHOLD = -1
 _TRACKER_STATE = ("_fd", "_pid")  # what ResourceTracker.ensure_running sets
 _server_started = False
 
@@ -44,9 +51,41 @@ def _forkable(server: object) -> bool:
     return known and not hasattr(server, "_forkserver_authkey") and "distributed" in sys.modules
 
 
+def set_worker_environment() -> None:
+    """distributed's ``distributed.nanny.pre-spawn-environ`` in this rank's environment,
+    before ``import distributed`` loads numpy.
+
+    A nanny sets these in its own environment just before it starts a worker process,
+    for the new interpreter to read as it starts: OMP_NUM_THREADS=1 and the like (numpy's
+    BLAS sizes its thread pool when numpy is loaded), so that a worker's Dask threads do
+    not each run a BLAS pool of one thread per core, and MALLOC_TRIM_THRESHOLD_ (glibc
+    reads it at the process's first malloc), so that freed memory goes back to the
+    system. A worker forked from the fork server, itself forked from the rank after the
+    import, read neither (distributed's Nanny docstring warns of it for forkserver): its
+    BLAS ran a thread per core of the node or task. So they are set here, from where
+    distributed takes them (its defaults, the user's Dask config; a variable already in
+    the environment wins, as there), and the fork server applies the trim threshold
+    (``_serve``). The nanny does no computing; like distributed's, it gets them too.
+    """
+    spec = importlib.util.find_spec("distributed")
+    defaults: dict = {}
+    if spec is not None and spec.origin is not None:
+        with open(os.path.join(os.path.dirname(spec.origin), "distributed.yaml")) as f:
+            defaults = yaml.load(f, Loader=YAML_LOADER)["distributed"]["nanny"]["pre-spawn-environ"]
+    import dask.config
+
+    configured = dask.config.get("distributed.nanny.pre-spawn-environ", default=None) or {}
+    for name, value in {**defaults, **configured}.items():
+        if value is not None:
+            os.environ.setdefault(name, str(value))
+
+
 def _serve(listener: socket.socket, alive_r: int, alive_w: int) -> None:
     """The forked child: become multiprocessing's fork server."""
     try:
+        trim = os.environ.get("MALLOC_TRIM_THRESHOLD_")
+        if trim is not None and trim.isdigit() and hasattr(ctypes.CDLL(None), "mallopt"):
+            ctypes.CDLL(None).mallopt(_M_TRIM_THRESHOLD, int(trim))
         os.close(alive_w)
         close_pmi_connection()  # nor may the workers forked from here hold it
         forkserver.main(listener.fileno(), alive_r, [], None, None)

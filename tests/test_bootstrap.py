@@ -1,6 +1,11 @@
+import os
 import subprocess
 import sys
 import time
+
+import dask
+
+from launcher.forkserver import set_worker_environment
 
 
 def test_process_start_time_is_when_the_process_started():
@@ -20,3 +25,17 @@ def test_process_start_time_is_when_the_process_started():
     assert result.returncode == 0, result.stderr
     started = float(result.stdout)
     assert before - 0.011 <= started <= after, (before, started, after)
+
+
+def test_worker_environment_is_distributeds_with_the_users_values_winning(monkeypatch):
+    environ = {"OMP_NUM_THREADS": "4", "MALLOC_TRIM_THRESHOLD_": "0"}  # the user's: kept
+    monkeypatch.setattr(os, "environ", environ)
+    configured = {"MKL_NUM_THREADS": None, "EXTRA": 7}  # unset one, add one
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": configured}):
+        set_worker_environment()
+    assert environ == {
+        "OMP_NUM_THREADS": "4",
+        "MALLOC_TRIM_THRESHOLD_": "0",
+        "OPENBLAS_NUM_THREADS": "1",  # distributed's default
+        "EXTRA": "7",
+    }

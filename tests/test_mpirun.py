@@ -603,6 +603,44 @@ def test_functions_from_a_module_beside_the_script_run_on_the_workers(tmp_path, 
     assert "RESULT 285" in result.stdout, result
 
 
+WORKER_PROCESS = """
+import os
+from distributed import Client
+from threadpoolctl import threadpool_info
+
+def rss_mib():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") >> 20
+
+def facts():
+    blas = max(pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas")
+    # Freed memory goes back to the system only under a fixed trim threshold: glibc's
+    # dynamic one (raised by the first freed 1-MiB block) keeps the next ones.
+    one = bytearray(1 << 20)
+    del one
+    before = rss_mib()
+    blocks = [bytearray(1 << 20) for _ in range(200)]
+    last = blocks[-1]
+    del blocks
+    return blas, rss_mib() - before, len(last)
+
+print("FACTS", sorted(Client().run(facts).values()))
+"""
+
+
+def test_worker_processes_start_as_distributeds_nanny_starts_them(script):
+    # distributed.nanny.pre-spawn-environ: one BLAS thread per worker process and a
+    # fixed malloc trim threshold. Forked from the fork server they had neither (a BLAS
+    # thread per core each, and freed memory kept).
+    result = run(launcher_cmd(str(script(WORKER_PROCESS))), timeout=60)
+    assert_clean(result)
+    facts = re.search(r"FACTS (.*)", result.stdout)
+    assert facts, result
+    for blas, kept_mib, _ in eval(facts[1]):
+        assert blas == 1, result
+        assert kept_mib < 50, result
+
+
 def test_too_few_ranks_for_the_layout():
     result = run(launcher_cmd("--layout", "dedicated", n=2))
     assert_clean(result, 2)
