@@ -83,9 +83,9 @@ def set_worker_environment() -> None:
 def _serve(listener: socket.socket, alive_r: int, alive_w: int) -> None:
     """The forked child: become multiprocessing's fork server."""
     try:
-        trim = os.environ.get("MALLOC_TRIM_THRESHOLD_")
-        if trim is not None and trim.isdigit() and hasattr(ctypes.CDLL(None), "mallopt"):
-            ctypes.CDLL(None).mallopt(_M_TRIM_THRESHOLD, int(trim))
+        trim, libc = os.environ.get("MALLOC_TRIM_THRESHOLD_", ""), ctypes.CDLL(None)
+        if trim.isdigit() and hasattr(libc, "mallopt"):  # glibc's
+            libc.mallopt(_M_TRIM_THRESHOLD, int(trim))
         os.close(alive_w)
         close_pmi_connection()  # nor may the workers forked from here hold it
         forkserver.main(listener.fileno(), alive_r, [], None, None)
