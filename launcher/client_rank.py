@@ -17,6 +17,7 @@ import os
 import sys
 import threading
 import time
+from typing import NoReturn
 
 from distributed import Client, performance_report
 
@@ -30,7 +31,7 @@ from launcher.scheduler import SchedulerService
 from launcher.serving import describe, worker_options
 from launcher.summary import Summary
 from launcher.user_clusters import handled
-from launcher.usercode import run_target
+from launcher.usercode import hard_exits_end_the_job, run_target
 
 log = logging.getLogger("launcher")
 
@@ -45,6 +46,7 @@ class ClientRank:
         self.comm = comm
         self.me = plan.for_rank(comm.rank)
         self.started = started
+        self.ready_at = 0.0  # monotonic time the user's code started
         self.service: SchedulerService | None = None
         self.client: Client | None = None
         self.watch = ClientWatch(comm, plan.interrupt_grace, self.overdue, self.health)
@@ -66,13 +68,13 @@ class ClientRank:
                 print(f"launcher: {self.summary.error}", file=sys.stderr, flush=True)
                 self.watch.raising = False
                 return self.end(1, ran=False)
-            ready = time.monotonic()
+            self.ready_at = time.monotonic()
             self.summary.startup_seconds = round(time.time() - self.started, 3)
             try:
                 code = self.run_user_code()
             finally:
                 self.watch.raising = False
-                self.summary.run_seconds = round(time.monotonic() - ready, 3)
+                self.summary.run_seconds = round(time.monotonic() - self.ready_at, 3)
         except Interrupted as err:
             self.watch.raising = False
             code = err.exit_status
@@ -87,7 +89,7 @@ class ClientRank:
             progress = Progress(self.client, plan.progress_interval, len(plan.workers))
             progress.start()
         try:
-            with self.report(), handled(len(plan.workers)):
+            with self.report(), handled(len(plan.workers)), hard_exits_end_the_job(self.exit_now):
                 return run_target(plan.target)
         finally:
             if progress is not None:
@@ -315,6 +317,17 @@ class ClientRank:
         )
         log.error("%s", error)
         code = self.end(cause.exit_status, ran=True, error=error)
+        self.comm.flush()
+        end_process(code)
+
+    def exit_now(self, status: int) -> NoReturn:
+        """``os._exit(status)`` in the user's code: end the job in order with that status,
+        from the calling thread, running no more of the user's code."""
+        from launcher.bootstrap import end_process
+
+        self.watch.raising = False
+        self.summary.run_seconds = round(time.monotonic() - self.ready_at, 3)
+        code = self.end(status & 0xFF, ran=True)
         self.comm.flush()
         end_process(code)
 

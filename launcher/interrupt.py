@@ -13,6 +13,7 @@ ends within seconds even if the user's code ignores the interrupt.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -48,11 +49,24 @@ def _hold(signum: int, frame: object) -> None:
     _held.append(signum)
 
 
+def _python_defaults() -> None:
+    """In a process forked from a rank once its watch is in place (a
+    ``multiprocessing.Pool`` of the script or of a task): Python's own signal handling.
+    With the watch's handler, a pool worker that ``pool.terminate()`` sends SIGTERM (as
+    leaving a ``with Pool()`` block does) said the job was ending, raised Interrupted
+    with a traceback, and a worker rank's would have sent MPI messages from the child.
+    The launcher's own helper processes are forked before, deaf to these signals."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+
+
 def take_over_signals(handler: Callable[[int, object], None]) -> None:
-    """Install a watch's handler, and deliver to it the first signal held during
-    start-up, if any."""
+    """Install a watch's handler (once per process), and deliver to it the first signal
+    held during start-up, if any."""
     for signum in SIGNALS:
         signal.signal(signum, handler)
+    os.register_at_fork(after_in_child=_python_defaults)
     if _held:
         signum = _held[0]
         _held.clear()

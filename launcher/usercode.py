@@ -11,7 +11,10 @@ import os
 import runpy
 import sys
 import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
 from launcher import interrupt, user_clusters
 from launcher.interrupt import Interrupted
@@ -101,6 +104,34 @@ def import_beside_the_script(target: Target) -> None:
     directory = script_directory(target)
     if directory is not None:
         sys.path.insert(0, directory)
+
+
+@contextmanager
+def hard_exits_end_the_job(end_job: Callable[[int], NoReturn]) -> Iterator[None]:
+    """While inside, ``os._exit(n)`` in this process ends the job in order, with n.
+
+    Scripts written for dask-mpi end with it, to get past the hangs at the end of
+    dask-mpi jobs (dask-mpi #87, distributed #8644). Here it ended the client rank
+    without a word to the others: mpirun then killed them and failed the job ("BAD
+    TERMINATION", exit 9), and under srun they waited 20 s for the client rank's
+    heartbeat and failed it, both without a summary. So the call closes the cluster as
+    the script's end does, writes the summary and exits with n, running none of the
+    script's code after it, as ``os._exit`` would not. Processes the script forks call
+    the real one.
+    """
+    original, launcher_process = os._exit, os.getpid()
+
+    def hard_exit(status: int) -> NoReturn:
+        if os.getpid() != launcher_process:
+            original(status)
+        os._exit = original  # the launcher's own ending may need it
+        end_job(status)
+
+    os._exit = hard_exit
+    try:
+        yield
+    finally:
+        os._exit = original
 
 
 def run_target(target: Target) -> int:

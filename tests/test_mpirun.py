@@ -641,6 +641,76 @@ def test_worker_processes_start_as_distributeds_nanny_starts_them(script):
         assert kept_mib < 50, result
 
 
+SLEEPING_POOL = """
+import multiprocessing, time
+
+def square(x):
+    return x * x
+
+def leave_a_sleeping_pool():
+    with multiprocessing.Pool(2) as pool:
+        total = sum(pool.map(square, range(10)))
+        pool.map_async(time.sleep, [30, 30])
+        time.sleep(0.5)  # both workers asleep in a task when the block ends
+    return total
+"""
+
+
+@pytest.mark.parametrize("where", ["script", "task"])
+def test_a_multiprocessing_pool_ends_quietly(tmp_path, where):
+    # Leaving "with Pool()" sends its workers SIGTERM. Forked with the launcher's
+    # handler they said the job was ending and printed an Interrupted traceback each;
+    # forked from a worker rank (a task's pool under --no-nanny) they even told the
+    # client rank over MPI, which ended the job as interrupted (exit 143).
+    (tmp_path / "pools.py").write_text(SLEEPING_POOL)
+    call = "leave_a_sleeping_pool()"
+    if where == "task":
+        call = "__import__('distributed').Client().submit(leave_a_sleeping_pool).result()"
+    (tmp_path / "main.py").write_text(f"from pools import *\nprint('POOL', {call})\n")
+    flags = ["--no-nanny"] if where == "task" else []  # a nanny's worker is daemonic
+    result = run(launcher_cmd(*flags, str(tmp_path / "main.py")), timeout=60)
+    assert_clean(result)
+    assert "POOL 285" in result.stdout, result
+    assert "SIGTERM" not in result.stderr and not NOISE.search(result.output), result
+
+
+HARD_EXIT = """
+import os, sys, threading, time, multiprocessing
+from distributed import Client
+
+def square(x):
+    return x * x
+
+with multiprocessing.Pool(2) as pool:  # forked children leave by the real os._exit
+    print("POOL", sum(pool.map(square, range(10))))
+print("RESULT", Client().submit(sum, [1, 2]).result())  # not flushed: still printed
+if sys.argv[1] == "thread":
+    threading.Thread(target=os._exit, args=(5,)).start()
+    time.sleep(60)
+else:
+    try:
+        os._exit(int(sys.argv[1]))
+    finally:
+        print("FINALLY")
+"""
+
+
+@pytest.mark.parametrize("how, code", [("0", 0), ("3", 3), ("thread", 5)])
+def test_os_exit_in_the_script_ends_the_job_in_order_with_its_status(script, tmp_path, how, code):
+    # dask-mpi scripts end with os._exit(0) to get past its hangs; it used to end the
+    # client rank alone, and mpirun then failed the job (exit 9) with no summary.
+    summary = tmp_path / "summary.json"
+    path = script(HARD_EXIT)
+    result = run(launcher_cmd("--summary", str(summary), str(path), how), timeout=60)
+    assert_clean(result, code)
+    assert "POOL 285" in result.stdout and "RESULT 3" in result.stdout, result
+    assert "FINALLY" not in result.stdout, result
+    assert not NOISE.search(result.output), result
+    report = json.loads(summary.read_text())
+    assert report["exit_code"] == code, report
+    assert report["status"] == ("ok" if code == 0 else "failed"), report
+
+
 def test_too_few_ranks_for_the_layout():
     result = run(launcher_cmd("--layout", "dedicated", n=2))
     assert_clean(result, 2)
