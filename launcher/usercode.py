@@ -10,8 +10,10 @@ import importlib.util
 import os
 import runpy
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterator
+from concurrent.futures.thread import _threads_queues
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
@@ -135,7 +137,15 @@ def hard_exits_end_the_job(end_job: Callable[[int], NoReturn]) -> Iterator[None]
 
 
 def run_target(target: Target) -> int:
-    """Run the target as ``__main__`` in this (the main) thread; return its exit status."""
+    """Run the target as ``__main__`` in this (the main) thread, then wait for the
+    threads it started, as ``python`` does before it exits; return its exit status."""
+    before = set(threading.enumerate())
+    status = _exit_status_of(lambda: _run_main(target))
+    waited = _exit_status_of(lambda: _join_threads_started_since(before))
+    return waited or status
+
+
+def _run_main(target: Target) -> None:
     saved_argv, saved_path = sys.argv[:], sys.path[:]
     try:
         sys.argv = [target.name, *target.argv]
@@ -145,6 +155,26 @@ def run_target(target: Target) -> int:
         else:
             sys.path.insert(0, directory)
             runpy.run_path(target.name, run_name="__main__")
+    finally:
+        sys.argv, sys.path[:] = saved_argv, saved_path
+        sys.stdout.flush()
+
+
+def _join_threads_started_since(before: set[threading.Thread]) -> None:
+    """Python joins every non-daemon thread before it exits, so a script may end while
+    its background thread still computes or writes results; the job's end would have
+    cut that thread off, its output lost. (Executors' worker threads are left out:
+    Python's exit stops them, and so does the job's end.)"""
+    for thread in threading.enumerate():
+        if thread in before or thread.daemon or thread in _threads_queues:
+            continue
+        thread.join()  # a signal still interrupts it
+
+
+def _exit_status_of(code: Callable[[], None]) -> int:
+    """Python's exit status for user code, its traceback printed as python would."""
+    try:
+        code()
     except SystemExit as exc:
         return exit_status(exc)
     except Interrupted as exc:
@@ -156,7 +186,4 @@ def run_target(target: Target) -> int:
     except BaseException as exc:
         print_user_traceback(exc)
         return 1
-    finally:
-        sys.argv, sys.path[:] = saved_argv, saved_path
-        sys.stdout.flush()
     return 0

@@ -674,6 +674,26 @@ def test_a_multiprocessing_pool_ends_quietly(tmp_path, where):
     assert "SIGTERM" not in result.stderr and not NOISE.search(result.output), result
 
 
+def test_the_job_waits_for_the_threads_the_script_started_as_python_does(script):
+    # The script's end used to end the job at once, cutting off a background thread
+    # that was still computing and writing its results.
+    path = script(
+        "import sys, threading, time\n"
+        "from distributed import Client\n"
+        "client = Client()\n"
+        "def finish():\n"
+        "    time.sleep(1)\n"
+        "    print('WROTE', client.submit(sum, [1, 2]).result())\n"
+        "threading.Thread(target=finish).start()\n"
+        "print('MAIN DONE', flush=True)\n"
+        "sys.exit(3)\n"
+    )
+    result = run(launcher_cmd(str(path)), timeout=60)
+    assert_clean(result, 3)
+    assert "MAIN DONE\nWROTE 3\n" in result.stdout, result
+    assert not NOISE.search(result.output), result
+
+
 HARD_EXIT = """
 import os, sys, threading, time, multiprocessing
 from distributed import Client

@@ -57,6 +57,23 @@ def test_a_signal_anywhere_ends_the_job(script, tmp_path, signum, target):
     assert "AllExit" not in result.stderr and "CommClosedError" not in result.stderr
 
 
+def test_a_signal_ends_the_job_while_it_waits_for_the_scripts_threads(script):
+    # As python would, the job waits for a thread the script left running; the walltime
+    # warning still ends it.
+    path = script(
+        "import threading, time\n"
+        "threading.Thread(target=time.sleep, args=(120,)).start()\n"
+        "print('MAIN DONE', flush=True)\n"
+    )
+    job = start(launcher_cmd(str(path)))
+    job.wait_for_line("MAIN DONE")
+    time.sleep(0.5)
+    os.kill(job.proc.pid, signal.SIGUSR1)
+    result = job.finish(timeout=15)
+    assert result.returncode == 128 + signal.SIGUSR1 and not result.leftovers, result
+    assert "launcher: interrupted, exit 138" in result.stderr, result
+
+
 @pytest.mark.parametrize(
     ("signum", "target"), [(signal.SIGUSR1, "mpirun"), (signal.SIGTERM, "a worker rank")]
 )
