@@ -6,6 +6,7 @@ The exit status follows Python's own rules (0, 1 after an uncaught exception,
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import os
 import runpy
@@ -16,7 +17,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures.thread import _threads_queues
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from launcher import interrupt, user_clusters
 from launcher.interrupt import Interrupted
@@ -138,11 +139,13 @@ def hard_exits_end_the_job(end_job: Callable[[int], NoReturn]) -> Iterator[None]
 
 def run_target(target: Target) -> int:
     """Run the target as ``__main__`` in this (the main) thread, then wait for the
-    threads it started, as ``python`` does before it exits; return its exit status."""
+    threads it started and run the exit functions it registered, as ``python`` does
+    before it exits; return its exit status."""
     before = set(threading.enumerate())
-    status = _exit_status_of(lambda: _run_main(target))
-    waited = _exit_status_of(lambda: _join_threads_started_since(before))
-    return waited or status
+    with _exit_functions() as registered:
+        status = _exit_status_of(lambda: _run_main(target))
+        waited = _exit_status_of(lambda: _join_threads_started_since(before))
+    return _run_exit_functions(registered) or waited or status
 
 
 def _run_main(target: Target) -> None:
@@ -169,6 +172,52 @@ def _join_threads_started_since(before: set[threading.Thread]) -> None:
         if thread in before or thread.daemon or thread in _threads_queues:
             continue
         thread.join()  # a signal still interrupts it
+
+
+_ExitFunction = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+
+
+@contextmanager
+def _exit_functions() -> Iterator[list[_ExitFunction]]:
+    """While inside, ``atexit.register`` collects into the list it yields.
+
+    The launcher's process ends without Python's own exit (launcher/bootstrap.py,
+    ``end_process``), so the exit functions of the script (``atexit.register(save)``)
+    and of the libraries it imported never ran, and what they save was lost. These run
+    when the script's code and threads are done, while the cluster is still up, as they
+    would under dask-mpi, whose cluster closes in an exit function registered before."""
+    registered: list[_ExitFunction] = []
+    original_register, original_unregister = atexit.register, atexit.unregister
+
+    def register(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Callable[..., Any]:
+        registered.append((function, args, kwargs))
+        return function
+
+    def unregister(function: Callable[..., Any]) -> None:
+        registered[:] = [entry for entry in registered if entry[0] != function]
+        original_unregister(function)
+
+    atexit.register, atexit.unregister = register, unregister
+    try:
+        yield registered
+    finally:
+        atexit.register, atexit.unregister = original_register, original_unregister
+
+
+def _run_exit_functions(registered: list[_ExitFunction]) -> int:
+    """Last registered first; an error is printed and the rest still run, as Python
+    does, while an interrupt (the job is ending) stops them with its exit status."""
+    for function, args, kwargs in reversed(registered):
+        try:
+            function(*args, **kwargs)
+        except Interrupted as exc:
+            print_user_traceback(exc)
+            return exc.exit_status
+        except BaseException as exc:
+            print(f"Exception ignored in atexit callback {function!r}:", file=sys.stderr)
+            print_user_traceback(exc)
+    sys.stdout.flush()
+    return 0
 
 
 def _exit_status_of(code: Callable[[], None]) -> int:

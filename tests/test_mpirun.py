@@ -694,6 +694,32 @@ def test_the_job_waits_for_the_threads_the_script_started_as_python_does(script)
     assert not NOISE.search(result.output), result
 
 
+EXIT_FUNCTIONS = """
+import atexit, sys
+from distributed import Client
+client = Client()
+atexit.register(lambda: print("SAVED", client.submit(sum, [1, 2]).result(), flush=True))
+def fails():
+    raise ValueError("broken exit function")
+atexit.register(fails)
+atexit.register(print, "UNREGISTERED")
+atexit.unregister(print)
+atexit.register(print, "LAST", flush=True)
+sys.exit(4)
+"""
+
+
+def test_exit_functions_of_the_script_run_as_under_python(script):
+    # The launcher's process ends without Python's exit, and these never ran: what the
+    # script saved at exit was lost.
+    result = run(launcher_cmd(str(script(EXIT_FUNCTIONS))), timeout=60)
+    assert_clean(result, 4)
+    assert "LAST\nSAVED 3\n" in result.stdout, result
+    assert "UNREGISTERED" not in result.stdout, result
+    assert result.stderr.count("Exception ignored in atexit callback <function fails") == 1
+    assert "ValueError: broken exit function" in result.stderr, result
+
+
 HARD_EXIT = """
 import os, sys, threading, time, multiprocessing
 from distributed import Client
