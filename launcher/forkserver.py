@@ -34,7 +34,7 @@ from multiprocessing import connection, forkserver, resource_tracker, util
 
 import yaml
 
-from launcher.interrupt import SIGNALS
+from launcher.interrupt import SIGNALS, python_signal_defaults
 from launcher.mpienv import close_pmi_connection
 from launcher.speedups import YAML_LOADER
 
@@ -87,6 +87,10 @@ def _serve(listener: socket.socket, alive_r: int, alive_w: int) -> None:
         if trim.isdigit() and hasattr(libc, "mallopt"):  # glibc's
             libc.mallopt(_M_TRIM_THRESHOLD, int(trim))
         os.close(alive_w)
+        # The server stays deaf to the job's signals; the processes it forks do not.
+        # (forkserver.main ignores SIGINT itself and gives its children this handler.)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        os.register_at_fork(after_in_child=python_signal_defaults)
         close_pmi_connection()  # nor may the workers forked from here hold it
         forkserver.main(listener.fileno(), alive_r, [], None, None)
     finally:

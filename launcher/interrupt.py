@@ -49,13 +49,16 @@ def _hold(signum: int, frame: object) -> None:
     _held.append(signum)
 
 
-def _python_defaults() -> None:
+def python_signal_defaults() -> None:
     """In a process forked from a rank once its watch is in place (a
-    ``multiprocessing.Pool`` of the script or of a task): Python's own signal handling.
-    With the watch's handler, a pool worker that ``pool.terminate()`` sends SIGTERM (as
-    leaving a ``with Pool()`` block does) said the job was ending, raised Interrupted
-    with a traceback, and a worker rank's would have sent MPI messages from the child.
-    The launcher's own helper processes are forked before, deaf to these signals."""
+    ``multiprocessing.Pool`` of the script or of a task), or from the fork server:
+    Python's own signal handling. With the watch's handler, a pool worker that
+    ``pool.terminate()`` sends SIGTERM (as leaving a ``with Pool()`` block does) said
+    the job was ending, raised Interrupted with a traceback, and a worker rank's would
+    have sent MPI messages from the child; deaf like the fork server, it did not end,
+    and ``terminate()`` waited for it forever. The launcher's own helper processes are
+    forked before the watch, deaf to these signals, and a nanny's worker process
+    makes itself deaf to them (launcher/worker.py)."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGUSR1, signal.SIG_DFL)
@@ -66,7 +69,7 @@ def take_over_signals(handler: Callable[[int, object], None]) -> None:
     held during start-up, if any."""
     for signum in SIGNALS:
         signal.signal(signum, handler)
-    os.register_at_fork(after_in_child=_python_defaults)
+    os.register_at_fork(after_in_child=python_signal_defaults)
     if _held:
         signum = _held[0]
         _held.clear()

@@ -7,6 +7,7 @@ The exit status follows Python's own rules (0, 1 after an uncaught exception,
 from __future__ import annotations
 
 import atexit
+import gc
 import importlib.util
 import os
 import runpy
@@ -145,7 +146,12 @@ def run_target(target: Target) -> int:
     with _exit_functions() as registered:
         status = _exit_status_of(lambda: _run_main(target))
         waited = _exit_status_of(lambda: _join_threads_started_since(before))
-    return _run_exit_functions(registered) or waited or status
+    status = _run_exit_functions(registered) or waited or status
+    # What the script dropped is finalized, as Python's exit would: a multiprocessing
+    # Pool's semaphores are unlinked (without it multiprocessing's resource tracker
+    # warned of "leaked semaphore objects" at the end of a script that used one).
+    gc.collect()
+    return status
 
 
 def _run_main(target: Target) -> None:

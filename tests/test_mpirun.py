@@ -647,8 +647,8 @@ import multiprocessing, time
 def square(x):
     return x * x
 
-def leave_a_sleeping_pool():
-    with multiprocessing.Pool(2) as pool:
+def leave_a_sleeping_pool(method):
+    with multiprocessing.get_context(method).Pool(2) as pool:
         total = sum(pool.map(square, range(10)))
         pool.map_async(time.sleep, [30, 30])
         time.sleep(0.5)  # both workers asleep in a task when the block ends
@@ -656,22 +656,36 @@ def leave_a_sleeping_pool():
 """
 
 
-@pytest.mark.parametrize("where", ["script", "task"])
-def test_a_multiprocessing_pool_ends_quietly(tmp_path, where):
+@pytest.mark.parametrize(
+    "where, method, n",
+    [
+        ("script", "fork", 4),
+        ("script", "spawn", 4),
+        ("script", "forkserver", None),
+        ("task", "fork", 4),
+    ],
+)
+def test_a_multiprocessing_pool_ends_quietly(tmp_path, where, method, n):
     # Leaving "with Pool()" sends its workers SIGTERM. Forked with the launcher's
     # handler they said the job was ending and printed an Interrupted traceback each;
     # forked from a worker rank (a task's pool under --no-nanny) they even told the
-    # client rank over MPI, which ended the job as interrupted (exit 143).
+    # client rank over MPI, which ended the job as interrupted (exit 143); from the
+    # launcher's fork server (one process) they ignored it and the job hung. A spawned
+    # pool's semaphores were reported leaked at the end.
     (tmp_path / "pools.py").write_text(SLEEPING_POOL)
-    call = "leave_a_sleeping_pool()"
+    call = f"leave_a_sleeping_pool({method!r})"
     if where == "task":
-        call = "__import__('distributed').Client().submit(leave_a_sleeping_pool).result()"
-    (tmp_path / "main.py").write_text(f"from pools import *\nprint('POOL', {call})\n")
+        call = f"__import__('distributed').Client().submit(leave_a_sleeping_pool, {method!r})"
+        call += ".result()"
+    (tmp_path / "main.py").write_text(
+        f"from pools import *\nif __name__ == '__main__':\n    print('POOL', {call})\n"
+    )
     flags = ["--no-nanny"] if where == "task" else []  # a nanny's worker is daemonic
-    result = run(launcher_cmd(*flags, str(tmp_path / "main.py")), timeout=60)
+    result = run(launcher_cmd(*flags, str(tmp_path / "main.py"), n=n), timeout=60)
     assert_clean(result)
     assert "POOL 285" in result.stdout, result
     assert "SIGTERM" not in result.stderr and not NOISE.search(result.output), result
+    assert "leaked" not in result.stderr, result
 
 
 def test_the_job_waits_for_the_threads_the_script_started_as_python_does(script):
