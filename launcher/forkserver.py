@@ -25,18 +25,17 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import importlib.util
 import os
 import signal
 import socket
 import sys
 from multiprocessing import connection, forkserver, resource_tracker, util
 
-import yaml
+import dask.config
 
+from launcher.config import PACKAGE_DEFAULTS
 from launcher.interrupt import SIGNALS, python_signal_defaults
 from launcher.mpienv import close_pmi_connection
-from launcher.speedups import YAML_LOADER
 
 _STATE = ("_forkserver_address", "_forkserver_alive_fd", "_forkserver_pid")
 #: glibc's mallopt() parameter that MALLOC_TRIM_THRESHOLD_ sets as a process starts.
@@ -63,17 +62,12 @@ def set_worker_environment() -> None:
     system. A worker forked from the fork server, itself forked from the rank after the
     import, read neither (distributed's Nanny docstring warns of it for forkserver): its
     BLAS ran a thread per core of the node or task. So they are set here, from where
-    distributed takes them (its defaults, the user's Dask config; a variable already in
-    the environment wins, as there), and the fork server applies the trim threshold
-    (``_serve``). The nanny does no computing; like distributed's, it gets them too.
+    distributed takes them (its defaults, repeated in launcher.yaml since distributed is
+    not imported yet, then the user's Dask config; a variable already in the environment
+    wins, as there), and the fork server applies the trim threshold (``_serve``). The
+    nanny does no computing; like distributed's, it gets them too.
     """
-    spec = importlib.util.find_spec("distributed")
-    defaults: dict = {}
-    if spec is not None and spec.origin is not None:
-        with open(os.path.join(os.path.dirname(spec.origin), "distributed.yaml")) as f:
-            defaults = yaml.load(f, Loader=YAML_LOADER)["distributed"]["nanny"]["pre-spawn-environ"]
-    import dask.config
-
+    defaults = PACKAGE_DEFAULTS["distributed"]["nanny"]["pre-spawn-environ"]
     configured = dask.config.get("distributed.nanny.pre-spawn-environ", default=None) or {}
     for name, value in {**defaults, **configured}.items():
         if value is not None:

@@ -1,7 +1,11 @@
 """Run the user's script or module as ``__main__``, the way ``python`` itself would.
 
 The exit status follows Python's own rules (0, 1 after an uncaught exception,
-``n`` for ``sys.exit(n)``) so that the job ends with what the script meant.
+``n`` for ``sys.exit(n)``) so that the job ends with what the script meant. And what
+Python does as it exits happens before the job ends, since the launcher's process ends
+without Python's exit: the script's threads are waited for, its exit functions run and
+what it dropped is finalized; ``os._exit`` ends the job in order. The workers import
+from the script's directory, as the script does.
 """
 
 from __future__ import annotations

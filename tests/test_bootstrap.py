@@ -39,3 +39,16 @@ def test_worker_environment_is_distributeds_with_the_users_values_winning(monkey
         "OPENBLAS_NUM_THREADS": "1",  # distributed's default
         "EXTRA": "7",
     }
+
+
+def test_the_worker_environment_defaults_are_distributeds():
+    # launcher.yaml repeats them (they are needed before distributed is imported):
+    # they must not drift from distributed's own.
+    import distributed
+    import yaml
+
+    from launcher.config import PACKAGE_DEFAULTS
+
+    with open(os.path.join(os.path.dirname(distributed.__file__), "distributed.yaml")) as f:
+        theirs = yaml.safe_load(f)["distributed"]["nanny"]["pre-spawn-environ"]
+    assert PACKAGE_DEFAULTS["distributed"]["nanny"]["pre-spawn-environ"] == theirs
