@@ -636,7 +636,9 @@ def test_worker_processes_start_as_distributeds_nanny_starts_them(script):
     assert_clean(result)
     facts = re.search(r"FACTS (.*)", result.stdout)
     assert facts, result
-    for blas, kept_mib, _ in eval(facts[1]):
+    workers = ast.literal_eval(facts[1])
+    assert len(workers) == 3, result
+    for blas, kept_mib, _ in workers:
         assert blas == 1, result
         assert kept_mib < 50, result
 
