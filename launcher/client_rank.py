@@ -306,28 +306,28 @@ class ClientRank:
     def overdue(self) -> None:
         """The user's code ignored the interrupt past the grace period: end the job
         from this (timer) thread, since the main thread is stuck in user code."""
-        from launcher.bootstrap import end_process
-
         cause = self.watch.cause
         assert cause is not None
-        self.watch.raising = False
         error = (
             f"your code did not stop within {self.plan.interrupt_grace:.0f} s of: "
             f"{cause.reason}; job ended"
         )
         log.error("%s", error)
-        code = self.end(cause.exit_status, ran=True, error=error)
-        self.comm.flush()
-        end_process(code)
+        self._end_from_here(cause.exit_status, error=error)
 
     def exit_now(self, status: int) -> NoReturn:
         """``os._exit(status)`` in the user's code: end the job in order with that status,
         from the calling thread, running no more of the user's code."""
+        self.summary.run_seconds = round(time.monotonic() - self.ready_at, 3)
+        self._end_from_here(status & 0xFF)
+
+    def _end_from_here(self, code: int, error: str | None = None) -> NoReturn:
+        """End the job and this process from the calling thread, whatever the main
+        thread is doing."""
         from launcher.bootstrap import end_process
 
         self.watch.raising = False
-        self.summary.run_seconds = round(time.monotonic() - self.ready_at, 3)
-        code = self.end(status & 0xFF, ran=True)
+        code = self.end(code, ran=True, error=error)
         self.comm.flush()
         end_process(code)
 

@@ -92,15 +92,9 @@ def print_user_traceback(exc: BaseException) -> None:
     print("".join(report.format()), end="", file=sys.stderr, flush=True)
 
 
-def script_directory(target: Target) -> str | None:
-    """What ``python script.py`` puts first on ``sys.path``: the script's directory."""
-    if target.kind != "script":
-        return None
-    return os.path.dirname(os.path.abspath(target.name))
-
-
 def import_beside_the_script(target: Target) -> None:
-    """On a worker rank: import from the script's directory as the script does.
+    """Put the script's directory first on ``sys.path``, as ``python script.py`` does:
+    on the client rank for the script, and on every worker rank too.
 
     A function the script imports from a module beside it reaches the workers pickled
     by reference, and they import that module to unpickle it. Under plain ``python``
@@ -109,9 +103,8 @@ def import_beside_the_script(target: Target) -> None:
     (before the nanny's worker process starts, which gets the nanny's ``sys.path``).
     Without it such a task closed every worker it reached and the job hung.
     """
-    directory = script_directory(target)
-    if directory is not None:
-        sys.path.insert(0, directory)
+    if target.kind == "script":
+        sys.path.insert(0, os.path.dirname(os.path.abspath(target.name)))
 
 
 @contextmanager
@@ -162,12 +155,11 @@ def _run_main(target: Target) -> None:
     saved_argv, saved_path = sys.argv[:], sys.path[:]
     try:
         sys.argv = [target.name, *target.argv]
-        directory = script_directory(target)
-        if directory is None:
-            runpy.run_module(target.name, run_name="__main__", alter_sys=True)
-        else:
-            sys.path.insert(0, directory)
+        import_beside_the_script(target)
+        if target.kind == "script":
             runpy.run_path(target.name, run_name="__main__")
+        else:
+            runpy.run_module(target.name, run_name="__main__", alter_sys=True)
     finally:
         sys.argv, sys.path[:] = saved_argv, saved_path
         sys.stdout.flush()
