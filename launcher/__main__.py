@@ -1,4 +1,4 @@
-"""``python -m launcher [options] [SCRIPT [ARGS...] | -m MODULE [ARGS...]]``."""
+"""``python -m launcher [options] [SCRIPT | -m MODULE | -c COMMAND] [ARGS...]``."""
 
 from launcher.bootstrap import main
 

@@ -1,9 +1,9 @@
-"""The command line: ``python -m launcher [options] [SCRIPT [ARGS...] | -m MODULE [ARGS...]]``.
+"""The command line: ``python -m launcher [options] [SCRIPT | -m MODULE | -c COMMAND] [ARGS...]``.
 
 Shaped like ``python -m mpi4py.futures``: launcher options come first; the first
-non-option word (or ``-m MODULE``) starts the user's command line, which is passed on
-untouched. Parsing is pure, so every rank parses the same argv to the same result and
-only one rank needs to print an error.
+non-option word (or ``-m MODULE``, ``-c COMMAND``) starts the user's command line,
+which is passed on untouched. Parsing is pure, so every rank parses the same argv to
+the same result and only one rank needs to print an error.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ class EarlyExit(Exception):
 class Target:
     """What runs on the client rank as ``__main__``."""
 
-    kind: str  # "demo", "script" or "module"
-    name: str  # path of the script, or dotted module name
+    kind: str  # "demo", "script", "module" or "command"
+    name: str  # path of the script (a file, a directory or a zip), module name, or code
     argv: tuple[str, ...] = ()  # sys.argv[1:] as the user code sees it
 
     def to_dict(self) -> dict[str, Any]:
@@ -99,11 +99,11 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="python -m launcher",
-        usage="%(prog)s [options] [SCRIPT [ARGS...] | -m MODULE [ARGS...]]",
+        usage="%(prog)s [options] [SCRIPT | -m MODULE | -c COMMAND] [ARGS...]",
         description=(
             "Start a Dask cluster inside this MPI/Slurm job (scheduler, client and "
-            "workers on its ranks) and run SCRIPT or MODULE as __main__ on the client "
-            "rank with a Client already connected. Without SCRIPT, run a short demo. "
+            "workers on its ranks) and run SCRIPT, MODULE or COMMAND as __main__ on the "
+            "client rank with a Client already connected. Without SCRIPT, run a short demo. "
             "Defaults come from Dask's config (key 'launcher', see launcher.yaml)."
         ),
         epilog="Example: srun python -m launcher --interface ib0 my_analysis.py --year 2024",
@@ -225,6 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODULE",
         help="run library module MODULE as __main__ (like python -m)",
     )
+    parser.add_argument(
+        "-c",
+        dest="command",
+        metavar="COMMAND",
+        help="run the Python code COMMAND as __main__ (like python -c)",
+    )
     return parser
 
 
@@ -238,14 +244,14 @@ def _takes_value(parser: argparse.ArgumentParser) -> set[str]:
 
 
 def split_argv(argv: list[str], parser: argparse.ArgumentParser) -> tuple[list[str], list[str]]:
-    """Launcher options, and the user's command line that starts at SCRIPT or ``-m``."""
+    """Launcher options, and the user's command line that starts at SCRIPT, ``-m`` or ``-c``."""
     with_value = _takes_value(parser)
     i = 0
     while i < len(argv):
         word = argv[i]
         if word == "--":
             return argv[:i], argv[i + 1 :]
-        if word == "-m":
+        if word in ("-m", "-c"):
             return argv[: i + 2], argv[i + 2 :]
         if not word.startswith("-") or word == "-":
             return argv[:i], argv[i:]
@@ -262,6 +268,8 @@ def parse(argv: list[str]) -> Options:
         raise EarlyExit(f"launcher {__version__}")
     if ns.module is not None:
         target = Target("module", ns.module, tuple(theirs))
+    elif ns.command is not None:
+        target = Target("command", ns.command, tuple(theirs))
     elif theirs:
         target = Target("script", theirs[0], tuple(theirs[1:]))
     else:

@@ -14,10 +14,13 @@ import atexit
 import gc
 import importlib.util
 import os
+import pkgutil
 import runpy
 import sys
 import threading
 import traceback
+import types
+import zipfile
 from collections.abc import Callable, Iterator
 from concurrent.futures.thread import _threads_queues
 from contextlib import contextmanager
@@ -43,23 +46,29 @@ def check_target(target: Target) -> str | None:
 
     A syntax error is reported with Python's own traceback format.
     """
+    if target.kind == "command":
+        return _syntax_error(target.name, "<string>")
     if target.kind == "script":
         path = Path(target.name)
-        if not path.is_file():
-            return (
-                f"launcher: can't open file {str(path.absolute())!r}: no such file "
-                "(give the script's path relative to the working directory, or absolute)"
-            )
-        if path.suffix == ".ipynb":
+        if path.suffix == ".ipynb" and path.is_file():
             return (
                 f"launcher: {path} is a Jupyter notebook, not a Python script: export it "
                 f"with 'jupyter nbconvert --to script {path}' and run the .py file"
             )
-        try:
-            compile(path.read_bytes(), str(path), "exec")
-        except (SyntaxError, ValueError) as err:
-            return "".join(traceback.format_exception_only(type(err), err)).rstrip()
-        return None
+        if path.is_file() and not zipfile.is_zipfile(path):
+            return _syntax_error(path.read_bytes(), str(path))
+        # A directory or zip file with a __main__.py, as python runs it.
+        importer = pkgutil.get_importer(str(path)) if path.exists() else None
+        spec = importer.find_spec("__main__") if importer is not None else None
+        if spec is None or spec.loader is None:
+            if path.exists():
+                return f"launcher: can't find '__main__' module in {str(path.absolute())!r}"
+            return (
+                f"launcher: can't open file {str(path.absolute())!r}: no such file "
+                "(give the script's path relative to the working directory, or absolute)"
+            )
+        source = spec.loader.get_source("__main__")  # type: ignore[attr-defined]
+        return None if source is None else _syntax_error(source, spec.origin or str(path))
     try:
         spec = importlib.util.find_spec(target.name)
     except (ImportError, ValueError) as err:
@@ -69,6 +78,14 @@ def check_target(target: Target) -> str | None:
             f"launcher: no module named {target.name!r} (is it installed in this "
             f"Python, {sys.executable}?)"
         )
+    return None
+
+
+def _syntax_error(source: str | bytes, filename: str) -> str | None:
+    try:
+        compile(source, filename, "exec")
+    except (SyntaxError, ValueError) as err:
+        return "".join(traceback.format_exception_only(type(err), err)).rstrip()
     return None
 
 
@@ -104,7 +121,10 @@ def import_beside_the_script(target: Target) -> None:
     Without it such a task closed every worker it reached and the job hung.
     """
     if target.kind == "script":
-        sys.path.insert(0, os.path.dirname(os.path.abspath(target.name)))
+        path = os.path.abspath(target.name)
+        sys.path.insert(
+            0, path if os.path.isdir(path) or zipfile.is_zipfile(path) else os.path.dirname(path)
+        )
 
 
 @contextmanager
@@ -154,15 +174,28 @@ def run_target(target: Target) -> int:
 def _run_main(target: Target) -> None:
     saved_argv, saved_path = sys.argv[:], sys.path[:]
     try:
-        sys.argv = [target.name, *target.argv]
+        sys.argv = ["-c" if target.kind == "command" else target.name, *target.argv]
         import_beside_the_script(target)
         if target.kind == "script":
             runpy.run_path(target.name, run_name="__main__")
+        elif target.kind == "command":
+            _run_command(target.name)
         else:
             runpy.run_module(target.name, run_name="__main__", alter_sys=True)
     finally:
         sys.argv, sys.path[:] = saved_argv, saved_path
         sys.stdout.flush()
+
+
+def _run_command(code: str) -> None:
+    """``python -c``: the code runs as the ``__main__`` module, its frames in "<string>"."""
+    main = types.ModuleType("__main__")
+    saved = sys.modules["__main__"]
+    sys.modules["__main__"] = main
+    try:
+        exec(compile(code, "<string>", "exec"), main.__dict__)
+    finally:
+        sys.modules["__main__"] = saved
 
 
 def _join_threads_started_since(before: set[threading.Thread]) -> None:

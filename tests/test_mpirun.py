@@ -8,6 +8,7 @@ import ast
 import json
 import os
 import re
+import shutil
 import stat
 import time
 from pathlib import Path
@@ -106,6 +107,21 @@ def test_module_target_runs_as_main(tmp_path):
     result = run(launcher_cmd("-m", "mypkg.job", "a", "b"), cwd=tmp_path)
     assert_clean(result)
     assert "module ['a', 'b'] 3" in result.stdout
+
+
+def test_command_runs_as_main():
+    # python -c's shape: sys.argv[0] is "-c", the code is the __main__ module, and a
+    # function it defines reaches the workers by value.
+    code = (
+        "import sys\nfrom distributed import get_client\n"
+        "def inc(x):\n    return x + 1\n"
+        "print('command', __name__, sys.argv, get_client().submit(inc, 1).result())\n"
+        "1 / 0\n"
+    )
+    result = run(launcher_cmd("-c", code, "a", "-v"))
+    assert_clean(result, 1)
+    assert "command __main__ ['-c', 'a', '-v'] 2" in result.stdout, result
+    assert 'File "<string>", line 6, in <module>\nZeroDivisionError' in result.stderr, result
 
 
 LINEAGE = (
@@ -432,6 +448,10 @@ def test_missing_script_and_module(tmp_path):
     result = run(launcher_cmd("-m", "no_such_module_xyz"))
     assert_clean(result, 2)
     assert result.stderr.count("no module named 'no_such_module_xyz'") == 1
+    (tmp_path / "no_main").mkdir()
+    result = run(launcher_cmd("no_main"), cwd=tmp_path)
+    assert_clean(result, 2)
+    assert result.stderr.count(f"can't find '__main__' module in '{tmp_path / 'no_main'}'") == 1
 
 
 def test_a_notebook_is_refused_with_how_to_export_it(script):
@@ -449,6 +469,10 @@ def test_syntax_error_shows_its_traceback_once(script):
     assert_clean(result, 1)
     assert result.stderr.count("SyntaxError") == 1 and str(path) in result.stderr
     assert "final result" not in result.stdout
+    result = run(launcher_cmd("-c", "x = ("))
+    assert_clean(result, 1)
+    assert result.stderr.count('File "<string>", line 1\n    x = (\n') == 1, result
+    assert "dashboard at" not in result.stderr  # nothing started
 
 
 def tutorial_script() -> str:
@@ -584,23 +608,34 @@ print("STILL UP", Client().submit(sum, [3, 4]).result())
     assert not NOISE.search(result.output), result
 
 
-@pytest.mark.parametrize("flags", [[], ["--no-nanny"]])
-def test_functions_from_a_module_beside_the_script_run_on_the_workers(tmp_path, flags):
+@pytest.mark.parametrize(
+    ("flags", "form"),
+    [([], "file"), (["--no-nanny"], "file"), ([], "directory"), ([], "zip")],
+)
+def test_functions_from_a_module_beside_the_script_run_on_the_workers(tmp_path, flags, form):
     # Run from another directory, as sbatch from $HOME would. The workers unpickle such
     # a function by importing its module; without the script's directory on their
     # sys.path (where python and dask-mpi put it) every worker closed and the job hung.
+    # As python does, a directory or zip file with a __main__.py runs too, importing
+    # from inside itself.
     folder = tmp_path / "analysis"
     folder.mkdir()
     (folder / "helpers.py").write_text("def square(x):\n    return x * x\n")
-    (folder / "main.py").write_text(
+    main = "__main__.py" if form != "file" else "main.py"
+    (folder / main).write_text(
+        "import sys\n"
         "from distributed import Client\n"
         "from helpers import square\n"
         "client = Client()\n"
-        "print('RESULT', sum(client.gather(client.map(square, range(10)))))\n"
+        "print('RESULT', sum(client.gather(client.map(square, range(10)))), sys.argv)\n"
     )
-    result = run(launcher_cmd(*flags, "analysis/main.py"), cwd=tmp_path, timeout=60)
+    target = {"file": "analysis/main.py", "directory": "analysis", "zip": "analysis.zip"}[form]
+    if form == "zip":
+        shutil.make_archive(str(tmp_path / "analysis"), "zip", folder)
+        shutil.rmtree(folder)
+    result = run(launcher_cmd(*flags, target, "x"), cwd=tmp_path, timeout=60)
     assert_clean(result)
-    assert "RESULT 285" in result.stdout, result
+    assert f"RESULT 285 [{target!r}, 'x']" in result.stdout, result
 
 
 WORKER_PROCESS = """

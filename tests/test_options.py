@@ -23,6 +23,12 @@ def test_module_target():
     assert opts.target == Target("module", "pkg.mod", ("a", "-m", "b"))
 
 
+def test_command_target():
+    opts = parse(["-v", "-c", "print(1)", "a", "-m", "b"])
+    assert opts.verbose == 1
+    assert opts.target == Target("command", "print(1)", ("a", "-m", "b"))
+
+
 def test_double_dash_ends_our_options():
     assert parse(["--", "-weird.py", "a"]).target == Target("script", "-weird.py", ("a",))
 
@@ -68,6 +74,7 @@ def test_every_flag():
         (["--bogus"], "unrecognized arguments: --bogus"),
         (["--startup-timeout", "-3"], "argument --startup-timeout"),
         (["-m"], "argument -m: expected one argument"),
+        (["-c"], "argument -c: expected one argument"),
     ],
 )
 def test_bad_input_is_a_usage_error(argv, message):
