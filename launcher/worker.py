@@ -236,6 +236,16 @@ class MPINanny(_StopListening, Nanny):
         not restart it), with its reason."""
         self._ending_because(reason)
         super().close_gracefully(reason)
+        # The worker process then waits 2 s before it exits: distributed's
+        # WorkerProcess._run joins its "Nanny stop queue watch" thread (timeout=2) before
+        # it puts the stop message that thread waits for (ExitStack callbacks run last
+        # first). A worker closing on its own (client.retire_workers, a lost worker)
+        # thus held up the job's end by 2 s. The message WorkerProcess.kill would send
+        # lets that thread end at once; the worker is closing already, so it only waits.
+        process = self.process
+        if process is not None and process.child_stop_q is not None:
+            with contextlib.suppress(ValueError, OSError):
+                process.child_stop_q.put({"op": "stop", "reason": reason})
 
     async def _stop(self) -> None:
         # Nanny.close asks the worker to finish its running tasks first (executor_wait);
