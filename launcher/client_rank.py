@@ -137,8 +137,9 @@ class ClientRank:
             # None comes back: a nanny restarts its worker after a crash, but not one
             # that closed (distributed's close_gracefully), and tasks would wait forever.
             hint = (
-                "; workers import from the script's directory, the working directory "
-                "and PYTHONPATH, not from directories the script adds to sys.path"
+                "; workers import from the job's Python environment, the script's "
+                "directory, PYTHONPATH and the directories the script adds to sys.path: "
+                "install the module there"
                 if "ModuleNotFoundError" in lost[-1]
                 else ""
             )

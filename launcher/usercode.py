@@ -5,7 +5,8 @@ The exit status follows Python's own rules (0, 1 after an uncaught exception,
 Python does as it exits happens before the job ends, since the launcher's process ends
 without Python's exit: the script's threads are waited for, its exit functions run and
 what it dropped is finalized; ``os._exit`` ends the job in order. The workers import
-from the script's directory, as the script does.
+from the script's directory and from the directories it adds to ``sys.path``, as the
+script does.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from concurrent.futures.thread import _threads_queues
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
+
+from distributed import Client
+from distributed.diagnostics.plugin import WorkerPlugin
 
 from launcher import interrupt, user_clusters
 from launcher.interrupt import Interrupted
@@ -127,6 +131,61 @@ def import_beside_the_script(target: Target) -> None:
         )
 
 
+class _SysPath(WorkerPlugin):
+    """The directories the script added to ``sys.path``, added on a worker the same way
+    (in front or at the end), on every worker and on every worker started later."""
+
+    name = "launcher-sys-path"
+
+    def __init__(self, front: list[str], back: list[str]) -> None:
+        self.front, self.back = front, back
+
+    def setup(self, worker: Any) -> None:
+        sys.path[:0] = [entry for entry in self.front if entry not in sys.path]
+        sys.path.extend(entry for entry in self.back if entry not in sys.path)
+
+
+@contextmanager
+def workers_follow_sys_path() -> Iterator[None]:
+    """While inside, the directories the script adds to ``sys.path`` reach the workers
+    before the next graph it submits.
+
+    Scripts start with ``sys.path.insert(0, "../src")`` to import their own code, and a
+    function from there reaches the workers pickled by reference: under dask-mpi every
+    rank runs that line before ``initialize()``, but here the workers never see it, could
+    not unpickle the task and closed (distributed #1341), and the job failed. So each
+    submission (``Client._graph_to_futures``, behind submit, map, compute, persist and
+    ``dask.compute``) first checks ``sys.path`` against the last look, and on a change
+    registers a worker plugin that adds the new directories, waiting for it, so the
+    graph that needs them comes after. An asynchronous client cannot wait there and is
+    left as it was (put the directory in PYTHONPATH)."""
+    original = Client._graph_to_futures
+    start = [os.path.abspath(entry) for entry in sys.path]
+    seen = list(sys.path)
+    sent: list[tuple[list[str], list[str]]] = [([], [])]
+
+    def graph_to_futures(client: Client, *args: Any, **kwargs: Any) -> Any:
+        if sys.path != seen and not client.asynchronous:
+            seen[:] = sys.path
+            now = list(dict.fromkeys(os.path.abspath(entry) for entry in sys.path))
+            first = next((now.index(entry) for entry in start if entry in now), len(now))
+            added = [(i, entry) for i, entry in enumerate(now) if entry not in start]
+            wanted = (
+                [entry for i, entry in added if i < first],
+                [entry for i, entry in added if i > first],
+            )
+            if wanted != sent[0]:
+                client.register_plugin(_SysPath(*wanted))
+                sent[0] = wanted
+        return original(client, *args, **kwargs)
+
+    Client._graph_to_futures = graph_to_futures  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        Client._graph_to_futures = original  # type: ignore[method-assign]
+
+
 @contextmanager
 def hard_exits_end_the_job(end_job: Callable[[int], NoReturn]) -> Iterator[None]:
     """While inside, ``os._exit(n)`` in this process ends the job in order, with n.
@@ -176,12 +235,13 @@ def _run_main(target: Target) -> None:
     try:
         sys.argv = ["-c" if target.kind == "command" else target.name, *target.argv]
         import_beside_the_script(target)
-        if target.kind == "script":
-            runpy.run_path(target.name, run_name="__main__")
-        elif target.kind == "command":
-            _run_command(target.name)
-        else:
-            runpy.run_module(target.name, run_name="__main__", alter_sys=True)
+        with workers_follow_sys_path():
+            if target.kind == "script":
+                runpy.run_path(target.name, run_name="__main__")
+            elif target.kind == "command":
+                _run_command(target.name)
+            else:
+                runpy.run_module(target.name, run_name="__main__", alter_sys=True)
     finally:
         sys.argv, sys.path[:] = saved_argv, saved_path
         sys.stdout.flush()

@@ -82,14 +82,15 @@ def test_client_restart_restarts_the_workers_or_says_at_once_why_not(script, fla
 
 
 @pytest.mark.parametrize("flags", [[], ["--no-nanny"]])
-def test_a_module_the_workers_cannot_import_ends_the_job_saying_so(script, tmp_path, flags):
+def test_a_module_the_workers_cannot_import_ends_the_job_saying_so(script, flags):
     # A task whose function the workers cannot unpickle closes each worker it reaches
     # (distributed #1341); with none left the script's compute() used to wait forever.
-    (tmp_path / "lib").mkdir()
-    (tmp_path / "lib" / "elsewhere.py").write_text("def cube(x):\n    return x ** 3\n")
+    # The module here exists only in the client's process, as one installed only where
+    # the script runs would.
     path = script(
-        "import os, sys\n"
-        "sys.path.insert(0, os.path.join(os.path.dirname(__file__), 'lib'))\n"
+        "import sys, types\n"
+        "elsewhere = sys.modules['elsewhere'] = types.ModuleType('elsewhere')\n"
+        "exec('def cube(x):\\n    return x ** 3\\n', elsewhere.__dict__)\n"
         "from elsewhere import cube\n"
         "from distributed import Client\n"
         "client = Client()\n"
@@ -107,7 +108,7 @@ def test_a_module_the_workers_cannot_import_ends_the_job_saying_so(script, tmp_p
         ), result
     assert re.search(
         r"launcher\.ClusterLost: no worker is left \(the last: worker rank \d .*"
-        "No module named 'elsewhere'; workers import from the script's directory",
+        "No module named 'elsewhere'; workers import from the job's Python environment",
         result.stderr,
     ), result
     assert "launcher: failed, exit 1" in result.stderr, result

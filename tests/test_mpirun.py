@@ -638,6 +638,47 @@ def test_functions_from_a_module_beside_the_script_run_on_the_workers(tmp_path, 
     assert f"RESULT 285 [{target!r}, 'x']" in result.stdout, result
 
 
+SYS_PATH = """
+import os, sys
+sys.path.insert(0, "front")
+sys.path.append(os.path.abspath("back"))
+from first import square
+from last import half
+from distributed import Client
+
+def where():
+    return sys.path.index(os.path.abspath("front")), len(sys.path) - sys.path.index(
+        os.path.abspath("back")
+    )
+
+client = Client()
+print("RESULT", sum(client.gather(client.map(square, range(10)))), client.submit(half, 8).result())
+print("PLACES", sorted(set(client.run(where).values())))
+if "--restart" in sys.argv:
+    client.restart()
+    print("AGAIN", sum(client.gather(client.map(square, range(4)))))
+"""
+
+
+@pytest.mark.parametrize("flags", [[], ["--no-nanny"]])
+def test_directories_the_script_adds_to_sys_path_reach_the_workers(tmp_path, flags):
+    # Scripts import their own code after sys.path.insert(0, "../src"); under dask-mpi
+    # every rank ran that line. Here the workers could not unpickle such a task and
+    # closed (distributed #1341): the job failed. The workers get the directories
+    # before the graph, in front or at the end as in the script, also after a restart.
+    for folder, module, body in (("front", "first", "x * x"), ("back", "last", "x // 2")):
+        (tmp_path / folder).mkdir()
+        name = "square" if module == "first" else "half"
+        (tmp_path / folder / f"{module}.py").write_text(f"def {name}(x):\n    return {body}\n")
+    (tmp_path / "main.py").write_text(SYS_PATH)
+    args = [] if flags else ["--restart"]
+    result = run(launcher_cmd(*flags, "main.py", *args), cwd=tmp_path, timeout=60)
+    assert_clean(result)
+    assert "RESULT 285 4" in result.stdout, result
+    assert "PLACES [(0, 1)]" in result.stdout, result
+    assert flags or "AGAIN 14" in result.stdout, result
+
+
 WORKER_PROCESS = """
 import os
 from distributed import Client
