@@ -23,6 +23,12 @@ launcher each of those went wrong:
 - ``client.wait_for_workers(n)``, left from a ``cluster.scale(n)``, waits forever when
   the job has fewer than n workers (they all joined before the script started, and no
   more will come): it raises at once instead.
+- ``dask.config.set(...)`` of a worker, nanny or scheduler setting, at the top of a
+  script, reached the cluster that dask-mpi's ``initialize()`` or a ``LocalCluster``
+  started after it; here the cluster started before the script, and the setting was
+  silently without effect (``distributed.worker.daemon: False`` for tasks that start
+  processes, memory thresholds). It is still set, for the client's process, and one
+  line says how to set it for the job.
 - The tutorial's ``SLURMCluster(...)`` and ``cluster.scale(5)`` do not fail under
   Slurm: every worker becomes a Slurm job of its own again, waiting in the queue and
   dying at its own walltime, while the workers this job was given sit idle until it
@@ -38,10 +44,12 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
+import dask
+import dask.config
 import dask_mpi
 from distributed import Client
 from distributed.deploy.spec import SpecCluster
@@ -60,8 +68,9 @@ class SecondCluster(RuntimeError):
 def handled(workers: int) -> Iterator[None]:
     """While inside, dask-mpi's calls find the cluster up, a client asking for a
     scheduler file gets the job's scheduler, ``client.shutdown()`` closes the client,
-    waiting for more workers than the job has fails, and ``SpecCluster`` and its
-    subclasses cannot be created."""
+    waiting for more workers than the job has fails, setting what only the cluster
+    reads says how to set it for the job, and ``SpecCluster`` and its subclasses cannot
+    be created."""
 
     def refuse(cluster: SpecCluster, *args: Any, **kwargs: Any) -> None:
         name = type(cluster).__name__
@@ -112,8 +121,25 @@ def handled(workers: int) -> Iterator[None]:
             )
         original_wait_for_workers(client, n_workers, timeout)
 
+    class config_set(dask.config.set):
+        def __init__(self, arg: Mapping | None = None, *args: Any, **kwargs: Any) -> None:
+            super().__init__(arg, *args, **kwargs)
+            for key, value in _cluster_settings(arg, kwargs):
+                if key not in said:
+                    said.add(key)
+                    log.info(
+                        "dask.config.set(%s=%r) in your script does not reach the "
+                        "workers and scheduler, which started before it: set it for the "
+                        "job instead (%s in the jobscript, or a Dask YAML file)",
+                        key,
+                        value,
+                        _environment_setting(key, value),
+                    )
+
+    said: set[str] = set()
     with ExitStack() as restore:
         for owner, name, replacement in (
+            (dask.config, "set", config_set),
             (SpecCluster, "__init__", refuse),
             (Client, "__init__", client_init),
             (Client, "wait_for_workers", wait_for_workers),
@@ -125,6 +151,38 @@ def handled(workers: int) -> Iterator[None]:
             restore.callback(setattr, owner, name, getattr(owner, name))
             setattr(owner, name, replacement)
         yield
+
+
+#: Settings read by the workers, nannies and scheduler, which start before the script.
+_CLUSTER_KEYS = ("distributed.worker.", "distributed.nanny.", "distributed.scheduler.")
+
+
+def _cluster_settings(arg: Mapping | None, kwargs: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The settings of one ``dask.config.set`` call that only the cluster reads, as
+    dotted keys (nested mappings and ``a__b=`` keywords flattened)."""
+    found: list[tuple[str, Any]] = []
+
+    def walk(key: str, value: Any) -> None:
+        if isinstance(value, Mapping) and value:
+            for inner, item in value.items():
+                walk(f"{key}.{inner}", item)
+        elif key.lower().replace("_", "-").startswith(_CLUSTER_KEYS):
+            found.append((key, value))
+
+    for key, value in (arg or {}).items():
+        walk(str(key), value)
+    for key, value in kwargs.items():
+        if key not in ("config", "lock"):
+            walk(key.replace("__", "."), value)
+    return found
+
+
+def _environment_setting(key: str, value: Any) -> str:
+    """``export DASK_A__B_C=value``: what Dask reads from the environment on every rank."""
+    name = "DASK_" + "__".join(part.upper().replace("-", "_") for part in key.split("."))
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return f"export {name}={value}"
+    return f"export {name}=..."
 
 
 def _given(function: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -679,6 +679,51 @@ def test_directories_the_script_adds_to_sys_path_reach_the_workers(tmp_path, fla
     assert flags or "AGAIN 14" in result.stdout, result
 
 
+DAEMON = """
+import multiprocessing
+import dask
+from distributed import get_client
+dask.config.set({"distributed.worker.daemon": False, "array.chunk-size": "64MiB"})
+dask.config.set(distributed__scheduler__allowed_failures=10)
+dask.config.set({"distributed.worker.daemon": False})
+
+def starts_a_process():
+    child = multiprocessing.get_context("fork").Process(target=print)
+    child.start()
+    child.join()
+    return child.exitcode
+
+print("RESULT", get_client().submit(starts_a_process).result())
+"""
+
+
+def test_settings_only_the_cluster_reads_say_how_to_set_them_for_the_job(script):
+    # At the top of a dask-mpi or LocalCluster script they reached the cluster started
+    # after them; here it started before, and they were silently without effect (a
+    # task starting a process failed: "daemonic processes are not allowed to have
+    # children"). The line names the variable that does reach it: try it.
+    path = str(script(DAEMON))
+    result = run(launcher_cmd(path), timeout=60)
+    assert_clean(result, 1)
+    said = re.findall(
+        r"^launcher: dask\.config\.set\((.*?)\) in your script .* \((.*) in",
+        result.stderr,
+        re.MULTILINE,
+    )
+    assert said == [
+        ("distributed.worker.daemon=False", "export DASK_DISTRIBUTED__WORKER__DAEMON=False"),
+        (
+            "distributed.scheduler.allowed_failures=10",
+            "export DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES=10",
+        ),
+    ], result
+    assert "daemonic processes are not allowed to have children" in result.stderr, result
+    name, value = said[0][1].removeprefix("export ").split("=")
+    result = run(launcher_cmd(path), env={name: value}, timeout=60)
+    assert_clean(result)
+    assert "RESULT 0" in result.stdout, result
+
+
 WORKER_PROCESS = """
 import os
 from distributed import Client
