@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from typing import Any
@@ -124,6 +125,8 @@ def handled(workers: int) -> Iterator[None]:
     class config_set(dask.config.set):
         def __init__(self, arg: Mapping | None = None, *args: Any, **kwargs: Any) -> None:
             super().__init__(arg, *args, **kwargs)
+            if os.getpid() != client_process:  # a process the script forked
+                return
             for key, value in _cluster_settings(arg, kwargs):
                 if key not in said:
                     said.add(key)
@@ -137,6 +140,7 @@ def handled(workers: int) -> Iterator[None]:
                     )
 
     said: set[str] = set()
+    client_process = os.getpid()
     with ExitStack() as restore:
         for owner, name, replacement in (
             (dask.config, "set", config_set),
