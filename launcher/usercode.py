@@ -12,6 +12,7 @@ script does.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import gc
 import importlib.util
 import os
@@ -111,6 +112,20 @@ def print_user_traceback(exc: BaseException) -> None:
         [frame for frame in report.stack if frame.filename not in _INTERNAL_FILES]
     )
     print("".join(report.format()), end="", file=sys.stderr, flush=True)
+
+
+def print_as_it_goes() -> None:
+    """Make this process's ``print`` reach the job's log line by line, on the client
+    rank for the script and in every worker process for its tasks.
+
+    Under srun and mpirun stdout is a pipe, which Python fills in 8 KiB blocks: a
+    script's progress lines showed up only when it ended (in the log after the
+    launcher's own lines, which go to stderr, line by line), and a task's after the
+    script's last line. Slurm's FAQ answer is ``srun --unbuffered`` or ``python -u``;
+    line buffering gives the same order at one write per line, not per call."""
+    if not sys.stdout.line_buffering and not sys.stdout.isatty():
+        with contextlib.suppress(AttributeError, ValueError):  # replaced or closed
+            sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
 
 
 def import_beside_the_script(target: Target) -> None:
@@ -218,6 +233,7 @@ def run_target(target: Target) -> int:
     """Run the target as ``__main__`` in this (the main) thread, then wait for the
     threads it started and run the exit functions it registered, as ``python`` does
     before it exits; return its exit status."""
+    print_as_it_goes()
     before = set(threading.enumerate())
     with _exit_functions() as registered:
         status = _exit_status_of(lambda: _run_main(target))

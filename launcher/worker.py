@@ -29,6 +29,7 @@ from distributed import Nanny, Worker
 from tornado.ioloop import PeriodicCallback
 
 from launcher.interrupt import SIGNALS
+from launcher.usercode import print_as_it_goes
 
 #: How soon a worker notices the job's end.
 STOP_POLL_SECONDS = 0.01
@@ -110,6 +111,10 @@ class LauncherWorker(Worker):
 
     _beat: asyncio.Future | None = None
     _executing = 0  # tasks running now
+
+    def __init__(self, *args, **kwargs) -> None:
+        print_as_it_goes()  # what tasks print reaches the log as they run
+        super().__init__(*args, **kwargs)
 
     async def execute(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         with self._running_task():

@@ -24,6 +24,7 @@ from tests.conftest import (
     late_rank_cmd,
     launcher_cmd,
     run,
+    start,
 )
 
 NOISE = re.compile(r"CommClosedError|StreamClosedError|Traceback|distributed\.\w+ - (INFO|WARNING)")
@@ -722,6 +723,36 @@ def test_settings_only_the_cluster_reads_say_how_to_set_them_for_the_job(script)
     result = run(launcher_cmd(path), env={name: value}, timeout=60)
     assert_clean(result)
     assert "RESULT 0" in result.stdout, result
+
+
+AS_IT_GOES = """
+import os, sys, time
+from distributed import get_client
+print("FIRST")
+get_client().submit(print, "TASK", pure=False).result()
+deadline = time.monotonic() + 30
+while not os.path.exists(sys.argv[1]) and time.monotonic() < deadline:
+    time.sleep(0.05)
+print("SEEN" if os.path.exists(sys.argv[1]) else "NOT SEEN")
+"""
+
+
+@pytest.mark.parametrize("flags", [[], ["--no-nanny"]])
+def test_what_the_script_and_its_tasks_print_reaches_the_log_as_it_goes(script, tmp_path, flags):
+    # stdout is a pipe under mpirun and srun, which Python filled in 8 KiB blocks: the
+    # script's lines came at its end and a task's after them. The test waits for both
+    # lines before it lets the script end. (PYTHONUNBUFFERED, which would hide that,
+    # is emptied: Python ignores it empty.)
+    flag = tmp_path / "go"
+    job = start(
+        launcher_cmd(*flags, str(script(AS_IT_GOES)), str(flag)), env={"PYTHONUNBUFFERED": ""}
+    )
+    job.wait_for_line("FIRST", timeout=20)
+    job.wait_for_line("TASK", timeout=20)
+    flag.touch()
+    result = job.finish(timeout=60)
+    assert_clean(result)
+    assert result.stdout.index("TASK") < result.stdout.index("SEEN"), result
 
 
 WORKER_PROCESS = """
