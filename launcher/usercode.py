@@ -12,7 +12,6 @@ script does.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import gc
 import importlib.util
 import os
@@ -25,7 +24,7 @@ import types
 import zipfile
 from collections.abc import Callable, Iterator
 from concurrent.futures.thread import _threads_queues
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -124,7 +123,7 @@ def print_as_it_goes() -> None:
     script's last line. Slurm's FAQ answer is ``srun --unbuffered`` or ``python -u``;
     line buffering gives the same order at one write per line, not per call."""
     if not sys.stdout.line_buffering and not sys.stdout.isatty():
-        with contextlib.suppress(AttributeError, ValueError):  # replaced or closed
+        with suppress(AttributeError, ValueError):  # replaced or closed
             sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
 
 
