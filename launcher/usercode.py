@@ -5,8 +5,8 @@ The exit status follows Python's own rules (0, 1 after an uncaught exception,
 Python does as it exits happens before the job ends, since the launcher's process ends
 without Python's exit: the script's threads are waited for, its exit functions run and
 what it dropped is finalized; ``os._exit`` ends the job in order. The workers import
-from the script's directory and from the directories it adds to ``sys.path``, as the
-script does.
+from the script's directory and from the directories it adds to ``sys.path``, and see
+the variables it sets, as under dask-mpi.
 """
 
 from __future__ import annotations
@@ -145,52 +145,83 @@ def import_beside_the_script(target: Target) -> None:
         )
 
 
-class _SysPath(WorkerPlugin):
-    """The directories the script added to ``sys.path``, added on a worker the same way
-    (in front or at the end), on every worker and on every worker started later."""
+class _ScriptSetup(WorkerPlugin):
+    """What the script changed in ``sys.path`` and ``os.environ``, done on a worker too:
+    on every worker, and on every worker started later."""
 
-    name = "launcher-sys-path"
+    name = "launcher-script-setup"
 
-    def __init__(self, front: list[str], back: list[str]) -> None:
-        self.front, self.back = front, back
+    def __init__(
+        self, front: list[str], back: list[str], environ: dict[str, str], unset: list[str]
+    ) -> None:
+        self.front, self.back, self.environ, self.unset = front, back, environ, unset
 
     def setup(self, worker: Any) -> None:
         sys.path[:0] = [entry for entry in self.front if entry not in sys.path]
         sys.path.extend(entry for entry in self.back if entry not in sys.path)
+        os.environ.update(self.environ)
+        for name in self.unset:
+            os.environ.pop(name, None)
+
+
+class _ScriptChanges:
+    """``sys.path`` and ``os.environ`` as the script found them, and what it changed."""
+
+    def __init__(self) -> None:
+        self.path = [os.path.abspath(entry) for entry in sys.path]
+        self.environ = dict(os.environ)
+        self._last_look: tuple[list[str], dict[bytes, bytes]] = self._look()
+
+    @staticmethod
+    def _look() -> tuple[list[str], dict[bytes, bytes]]:
+        # os.environ's own dict: comparing os.environ itself decodes every variable,
+        # 20 us a submission with 40 variables (more after module loads), this 0.3 us.
+        return list(sys.path), dict(os.environ._data)  # type: ignore[attr-defined]
+
+    def since_last_look(self) -> bool:
+        if sys.path == self._last_look[0] and os.environ._data == self._last_look[1]:  # type: ignore[attr-defined]
+            return False
+        self._last_look = self._look()
+        return True
+
+    def setup(self) -> _ScriptSetup:
+        now = list(dict.fromkeys(os.path.abspath(entry) for entry in sys.path))
+        first = next((now.index(entry) for entry in self.path if entry in now), len(now))
+        added = [(i, entry) for i, entry in enumerate(now) if entry not in self.path]
+        environ = dict(os.environ)
+        return _ScriptSetup(
+            [entry for i, entry in added if i < first],
+            [entry for i, entry in added if i > first],
+            {name: value for name, value in environ.items() if self.environ.get(name) != value},
+            [name for name in self.environ if name not in environ],
+        )
 
 
 @contextmanager
-def workers_follow_sys_path() -> Iterator[None]:
-    """While inside, the directories the script adds to ``sys.path`` reach the workers
-    before the next graph it submits.
+def workers_follow_the_script() -> Iterator[None]:
+    """While inside, what the script adds to ``sys.path`` and sets in ``os.environ``
+    reaches the workers before the next graph it submits.
 
-    Scripts start with ``sys.path.insert(0, "../src")`` to import their own code, and a
-    function from there reaches the workers pickled by reference: under dask-mpi every
-    rank runs that line before ``initialize()``, but here the workers never see it, could
-    not unpickle the task and closed (distributed #1341), and the job failed. So each
-    submission (``Client._graph_to_futures``, behind submit, map, compute, persist and
-    ``dask.compute``) first checks ``sys.path`` against the last look, and on a change
-    registers a worker plugin that adds the new directories, waiting for it, so the
-    graph that needs them comes after. An asynchronous client cannot wait there and is
-    left as it was (put the directory in PYTHONPATH)."""
+    Scripts start with ``sys.path.insert(0, "../src")`` to import their own code, or
+    ``os.environ["HDF5_USE_FILE_LOCKING"] = "FALSE"`` for the files their tasks open.
+    Under dask-mpi every rank runs those lines before ``initialize()``, and a
+    ``LocalCluster``'s workers start after them; here the workers had started before
+    the script, so they could not unpickle a function from ../src (distributed #1341:
+    every worker closed and the job failed) and opened the files without the variable.
+    So each submission (``Client._graph_to_futures``, behind submit, map, compute,
+    persist and ``dask.compute``) first looks for changes, and on one registers a
+    worker plugin that makes them, waiting for it, so the graph that needs them comes
+    after. An asynchronous client cannot wait there and is left as it was."""
     original = Client._graph_to_futures
-    start = [os.path.abspath(entry) for entry in sys.path]
-    seen = list(sys.path)
-    sent: list[tuple[list[str], list[str]]] = [([], [])]
+    changes = _ScriptChanges()
+    sent: list[dict[str, Any]] = [vars(changes.setup())]
 
     def graph_to_futures(client: Client, *args: Any, **kwargs: Any) -> Any:
-        if sys.path != seen and not client.asynchronous:
-            seen[:] = sys.path
-            now = list(dict.fromkeys(os.path.abspath(entry) for entry in sys.path))
-            first = next((now.index(entry) for entry in start if entry in now), len(now))
-            added = [(i, entry) for i, entry in enumerate(now) if entry not in start]
-            wanted = (
-                [entry for i, entry in added if i < first],
-                [entry for i, entry in added if i > first],
-            )
-            if wanted != sent[0]:
-                client.register_plugin(_SysPath(*wanted))
-                sent[0] = wanted
+        if not client.asynchronous and changes.since_last_look():
+            setup = changes.setup()
+            if vars(setup) != sent[0]:
+                client.register_plugin(setup)
+                sent[0] = vars(setup)
         return original(client, *args, **kwargs)
 
     Client._graph_to_futures = graph_to_futures  # type: ignore[method-assign]
@@ -250,7 +281,7 @@ def _run_main(target: Target) -> None:
     try:
         sys.argv = ["-c" if target.kind == "command" else target.name, *target.argv]
         import_beside_the_script(target)
-        with workers_follow_sys_path():
+        with workers_follow_the_script():
             if target.kind == "script":
                 runpy.run_path(target.name, run_name="__main__")
             elif target.kind == "command":

@@ -639,45 +639,59 @@ def test_functions_from_a_module_beside_the_script_run_on_the_workers(tmp_path, 
     assert f"RESULT 285 [{target!r}, 'x']" in result.stdout, result
 
 
-SYS_PATH = """
+SCRIPT_SETUP = """
 import os, sys
 sys.path.insert(0, "front")
 sys.path.append(os.path.abspath("back"))
+os.environ["HDF5_USE_FILE_LOCKING"] = "FALSE"
+del os.environ["LAUNCHER_TEST_GONE"]
 from first import square
 from last import half
 from distributed import Client
 
-def where():
-    return sys.path.index(os.path.abspath("front")), len(sys.path) - sys.path.index(
-        os.path.abspath("back")
+def seen():
+    front, back = os.path.abspath("front"), os.path.abspath("back")
+    return (
+        sys.path.index(front),
+        len(sys.path) - sys.path.index(back),
+        os.environ.get("HDF5_USE_FILE_LOCKING"),
+        os.environ.get("LAUNCHER_TEST_GONE"),
     )
 
 client = Client()
 print("RESULT", sum(client.gather(client.map(square, range(10)))), client.submit(half, 8).result())
-print("PLACES", sorted(set(client.run(where).values())))
+print("SEEN", sorted(set(client.run(seen).values())))
 if "--restart" in sys.argv:
     client.restart()
     print("AGAIN", sum(client.gather(client.map(square, range(4)))))
+    print("SEEN AGAIN", sorted(set(client.run(seen).values())))
 """
 
 
 @pytest.mark.parametrize("flags", [[], ["--no-nanny"]])
-def test_directories_the_script_adds_to_sys_path_reach_the_workers(tmp_path, flags):
-    # Scripts import their own code after sys.path.insert(0, "../src"); under dask-mpi
-    # every rank ran that line. Here the workers could not unpickle such a task and
-    # closed (distributed #1341): the job failed. The workers get the directories
-    # before the graph, in front or at the end as in the script, also after a restart.
+def test_what_the_script_sets_up_in_sys_path_and_environ_reaches_the_workers(tmp_path, flags):
+    # Scripts import their own code after sys.path.insert(0, "../src") and set variables
+    # for their tasks' libraries; under dask-mpi every rank ran those lines, and a
+    # LocalCluster's workers started after them. Here the workers could not unpickle a
+    # task from "front" and closed (distributed #1341): the job failed. The workers get
+    # the changes before the graph (directories in front or at the end as in the
+    # script), also after a restart.
     for folder, module, body in (("front", "first", "x * x"), ("back", "last", "x // 2")):
         (tmp_path / folder).mkdir()
         name = "square" if module == "first" else "half"
         (tmp_path / folder / f"{module}.py").write_text(f"def {name}(x):\n    return {body}\n")
-    (tmp_path / "main.py").write_text(SYS_PATH)
+    (tmp_path / "main.py").write_text(SCRIPT_SETUP)
     args = [] if flags else ["--restart"]
-    result = run(launcher_cmd(*flags, "main.py", *args), cwd=tmp_path, timeout=60)
+    result = run(
+        launcher_cmd(*flags, "main.py", *args),
+        cwd=tmp_path,
+        env={"LAUNCHER_TEST_GONE": "set before the job"},
+        timeout=60,
+    )
     assert_clean(result)
     assert "RESULT 285 4" in result.stdout, result
-    assert "PLACES [(0, 1)]" in result.stdout, result
-    assert flags or "AGAIN 14" in result.stdout, result
+    assert "SEEN [(0, 1, 'FALSE', None)]" in result.stdout, result
+    assert flags or "AGAIN 14\nSEEN AGAIN [(0, 1, 'FALSE', None)]" in result.stdout, result
 
 
 DAEMON = """
