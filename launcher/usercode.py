@@ -54,6 +54,11 @@ def check_target(target: Target) -> str | None:
         return _syntax_error(target.name, "<string>")
     if target.kind == "script":
         path = Path(target.name)
+        if target.name == "-":
+            return (
+                "launcher: a script from standard input ('-') is not supported (only one "
+                "rank reads it): save it to a file and give its path, or use -c"
+            )
         if path.suffix == ".ipynb" and path.is_file():
             return (
                 f"launcher: {path} is a Jupyter notebook, not a Python script: export it "

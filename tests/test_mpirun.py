@@ -449,6 +449,9 @@ def test_missing_script_and_module(tmp_path):
     result = run(launcher_cmd("-m", "no_such_module_xyz"))
     assert_clean(result, 2)
     assert result.stderr.count("no module named 'no_such_module_xyz'") == 1
+    result = run(launcher_cmd("-"), cwd=tmp_path)
+    assert_clean(result, 2)
+    assert result.stderr.count("launcher: a script from standard input ('-') is not") == 1
     (tmp_path / "no_main").mkdir()
     result = run(launcher_cmd("no_main"), cwd=tmp_path)
     assert_clean(result, 2)
