@@ -10,6 +10,10 @@ launcher each of those went wrong:
   the client), ``execute(main)`` calls ``main``, ``send_close_signal()`` does nothing,
   as the launcher closes the cluster when the script ends. Sizing passed to them is
   said to be ignored, in one line.
+- A laptop's ``Client(n_workers=4, threads_per_worker=2)`` makes a ``LocalCluster``
+  with those arguments; with the job's scheduler in Dask's config distributed refused
+  them instead ("Unexpected keyword arguments"). They are said to be ignored, as
+  dask-mpi's are, and the client connects to the job's cluster.
 - A client script of dask-mpi's command line (``mpirun dask-mpi --scheduler-file F``)
   connects with ``Client(scheduler_file=F)``, and distributed waits for that file
   without a timeout: nobody writes it here, so the job hung. Such a client connects to
@@ -85,7 +89,7 @@ def handled(workers: int) -> Iterator[None]:
     original_initialize, original_execute = dask_mpi.initialize, dask_mpi.execute
 
     def initialize(*args: Any, **kwargs: Any) -> bool:
-        _ignored("initialize", _given(original_initialize, args, kwargs))
+        _ignored("dask_mpi.initialize", _given(original_initialize, args, kwargs))
         return True
 
     def execute(*args: Any, **kwargs: Any) -> None:
@@ -93,7 +97,7 @@ def handled(workers: int) -> Iterator[None]:
         function = given.pop("client_function", None)
         function_args = given.pop("client_args", ())
         function_kwargs = given.pop("client_kwargs", None) or {}
-        _ignored("execute", given)
+        _ignored("dask_mpi.execute", given)
         if callable(function):
             function(*function_args, **function_kwargs)
 
@@ -109,7 +113,15 @@ def handled(workers: int) -> Iterator[None]:
                 scheduler_file,
             )
             scheduler_file = None
+        if address is None:
+            local = {key: kwargs.pop(key) for key in sorted(kwargs) if key not in client_keys}
+            _ignored("Client", local)
         original_client_init(client, address, *args, scheduler_file=scheduler_file, **kwargs)
+
+    # A laptop's Client(n_workers=4, threads_per_worker=2) passes these on to the
+    # LocalCluster it makes; with the job's scheduler in Dask's config, distributed
+    # refused them ("Unexpected keyword arguments") and the script failed there.
+    client_keys = set(inspect.signature(original_client_init).parameters)
 
     original_wait_for_workers = Client.wait_for_workers
 
@@ -200,7 +212,7 @@ def _ignored(call: str, given: dict[str, Any]) -> None:
     if sizing:
         listed = ", ".join(f"{key}={value!r}" for key, value in sizing.items())
         log.info(
-            "dask_mpi.%s() in your script: the launcher's cluster is up already; "
+            "%s() in your script: the launcher's cluster is up already; "
             "ignored: %s (set these with launcher flags or config, docs/user-guide.md)",
             call,
             listed,

@@ -594,6 +594,25 @@ def test_a_script_written_for_dask_mpi_runs_as_it_is(script, style):
         assert "ignored:" not in result.stderr, result
 
 
+def test_a_laptops_client_with_local_cluster_arguments_gets_the_jobs_cluster(script):
+    # Client(n_workers=...) makes a LocalCluster on a laptop; here distributed refused
+    # the arguments ("Unexpected keyword arguments") and the script failed at that line.
+    path = script(
+        "from distributed import Client\n"
+        "client = Client(n_workers=4, threads_per_worker=2)\n"
+        "workers = len(client.scheduler_info()['workers'])\n"
+        "print('RESULT', workers, client.submit(sum, [1, 2]).result())\n"
+    )
+    result = run(launcher_cmd(str(path)), timeout=60)
+    assert_clean(result)
+    assert "RESULT 3 3" in result.stdout, result
+    notice = (
+        "launcher: Client() in your script: the launcher's cluster is up already; "
+        "ignored: n_workers=4, threads_per_worker=2 (set these with launcher flags"
+    )
+    assert result.stderr.count(notice) == 1, result
+
+
 def test_client_shutdown_in_the_script_closes_only_its_client(script):
     # It used to close the scheduler under the launcher's own client (a 30-line
     # reconnect traceback at the end) and leave the rest of the script no cluster.
