@@ -24,7 +24,7 @@ import types
 import zipfile
 from collections.abc import Callable, Iterator
 from concurrent.futures.thread import _threads_queues
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -205,7 +205,7 @@ class _ScriptChanges:
 @contextmanager
 def workers_follow_the_script() -> Iterator[None]:
     """While inside, what the script adds to ``sys.path`` and sets in ``os.environ``
-    reaches the workers before the next graph it submits.
+    reaches the workers before the next work it sends them.
 
     Scripts start with ``sys.path.insert(0, "../src")`` to import their own code, or
     ``os.environ["HDF5_USE_FILE_LOCKING"] = "FALSE"`` for the files their tasks open.
@@ -214,26 +214,30 @@ def workers_follow_the_script() -> Iterator[None]:
     the script, so they could not unpickle a function from ../src (distributed #1341:
     every worker closed and the job failed) and opened the files without the variable.
     So each submission (``Client._graph_to_futures``, behind submit, map, compute,
-    persist and ``dask.compute``) first looks for changes, and on one registers a
-    worker plugin that makes them, waiting for it, so the graph that needs them comes
-    after. An asynchronous client cannot wait there and is left as it was."""
-    original = Client._graph_to_futures
+    persist and ``dask.compute``) and each ``client.run`` first looks for changes, and
+    on one registers a worker plugin that makes them, waiting for it, so the work that
+    needs them comes after. An asynchronous client cannot wait there and is left as
+    it was."""
     changes = _ScriptChanges()
     sent: list[dict[str, Any]] = [vars(changes.setup())]
 
-    def graph_to_futures(client: Client, *args: Any, **kwargs: Any) -> Any:
-        if not client.asynchronous and changes.since_last_look():
-            setup = changes.setup()
-            if vars(setup) != sent[0]:
-                client.register_plugin(setup)
-                sent[0] = vars(setup)
-        return original(client, *args, **kwargs)
+    def first_pass_on(original: Callable[..., Any]) -> Callable[..., Any]:
+        def sending(client: Client, *args: Any, **kwargs: Any) -> Any:
+            if not client.asynchronous and changes.since_last_look():
+                setup = changes.setup()
+                if vars(setup) != sent[0]:
+                    client.register_plugin(setup)
+                    sent[0] = vars(setup)
+            return original(client, *args, **kwargs)
 
-    Client._graph_to_futures = graph_to_futures  # type: ignore[method-assign]
-    try:
+        return sending
+
+    with ExitStack() as restore:
+        for name in ("_graph_to_futures", "run"):
+            original = getattr(Client, name)
+            restore.callback(setattr, Client, name, original)
+            setattr(Client, name, first_pass_on(original))
         yield
-    finally:
-        Client._graph_to_futures = original  # type: ignore[method-assign]
 
 
 @contextmanager

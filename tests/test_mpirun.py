@@ -681,8 +681,8 @@ def seen():
     )
 
 client = Client()
+print("SEEN", sorted(set(client.run(seen).values())))  # client.run passes them on too
 print("RESULT", sum(client.gather(client.map(square, range(10)))), client.submit(half, 8).result())
-print("SEEN", sorted(set(client.run(seen).values())))
 if "--restart" in sys.argv:
     client.restart()
     print("AGAIN", sum(client.gather(client.map(square, range(4)))))
