@@ -27,6 +27,9 @@ launcher each of those went wrong:
 - ``client.wait_for_workers(n)``, left from a ``cluster.scale(n)``, waits forever when
   the job has fewer than n workers (they all joined before the script started, and no
   more will come): it raises at once instead.
+- ``dask.config.set(scheduler="processes")`` (or "threads", "sync"), left from a
+  laptop script, makes every ``compute()`` run in the client's process while the job's
+  workers sit idle: one line says so.
 - ``dask.config.set(...)`` of a worker, nanny or scheduler setting, at the top of a
   script, reached the cluster that dask-mpi's ``initialize()`` or a ``LocalCluster``
   started after it; here the cluster started before the script, and the setting was
@@ -74,8 +77,8 @@ def handled(workers: int) -> Iterator[None]:
     """While inside, dask-mpi's calls find the cluster up, a client asking for a
     scheduler file gets the job's scheduler, ``client.shutdown()`` closes the client,
     waiting for more workers than the job has fails, setting what only the cluster
-    reads says how to set it for the job, and ``SpecCluster`` and its subclasses cannot
-    be created."""
+    reads says how to set it for the job, a local scheduler is pointed out, and
+    ``SpecCluster`` and its subclasses cannot be created."""
 
     def refuse(cluster: SpecCluster, *args: Any, **kwargs: Any) -> None:
         name = type(cluster).__name__
@@ -139,6 +142,16 @@ def handled(workers: int) -> Iterator[None]:
             super().__init__(arg, *args, **kwargs)
             if os.getpid() != client_process:  # a process the script forked
                 return
+            scheduler = {**(arg or {}), **kwargs}.get("scheduler")
+            if scheduler in _LOCAL_SCHEDULERS and "scheduler" not in said:
+                said.add("scheduler")
+                log.info(
+                    "dask.config.set(scheduler=%r) in your script: Dask computes in the "
+                    "client's process then, not on this job's %d worker(s) (delete that "
+                    "line to use them)",
+                    scheduler,
+                    workers,
+                )
             for key, value in _cluster_settings(arg, kwargs):
                 if key not in said:
                     said.add(key)
@@ -168,6 +181,17 @@ def handled(workers: int) -> Iterator[None]:
             setattr(owner, name, replacement)
         yield
 
+
+#: dask's schedulers that compute in the calling process, leaving the workers idle.
+_LOCAL_SCHEDULERS = {
+    "threads",
+    "threading",
+    "processes",
+    "multiprocessing",
+    "sync",
+    "synchronous",
+    "single-threaded",
+}
 
 #: Settings read by the workers, nannies and scheduler, which start before the script.
 _CLUSTER_KEYS = ("distributed.worker.", "distributed.nanny.", "distributed.scheduler.")

@@ -717,12 +717,15 @@ def test_what_the_script_sets_up_in_sys_path_and_environ_reaches_the_workers(tmp
 
 
 DAEMON = """
-import multiprocessing
+import multiprocessing, os
 import dask
 from distributed import get_client
 dask.config.set({"distributed.worker.daemon": False, "array.chunk-size": "64MiB"})
 dask.config.set(distributed__scheduler__allowed_failures=10)
 dask.config.set({"distributed.worker.daemon": False})
+with dask.config.set(scheduler="sync"):
+    print("LOCAL", dask.delayed(os.getpid)().compute() == os.getpid())
+dask.config.set(scheduler="threads")
 
 def starts_a_process():
     child = multiprocessing.get_context("fork").Process(target=print)
@@ -734,7 +737,7 @@ print("RESULT", get_client().submit(starts_a_process).result())
 """
 
 
-def test_settings_only_the_cluster_reads_say_how_to_set_them_for_the_job(script):
+def test_settings_the_cluster_cannot_follow_are_said_with_what_to_do(script):
     # At the top of a dask-mpi or LocalCluster script they reached the cluster started
     # after them; here it started before, and they were silently without effect (a
     # task starting a process failed: "daemonic processes are not allowed to have
@@ -755,6 +758,10 @@ def test_settings_only_the_cluster_reads_say_how_to_set_them_for_the_job(script)
         ),
     ], result
     assert "daemonic processes are not allowed to have children" in result.stderr, result
+    # A laptop's local scheduler leaves the job's workers idle: said once.
+    assert "LOCAL True" in result.stdout, result
+    notice = "launcher: dask.config.set(scheduler='sync') in your script: Dask computes in"
+    assert result.stderr.count(notice) == 1 and "scheduler='threads'" not in result.stderr
     name, value = said[0][1].removeprefix("export ").split("=")
     result = run(launcher_cmd(path), env={name: value}, timeout=60)
     assert_clean(result)
