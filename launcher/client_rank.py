@@ -296,11 +296,23 @@ class ClientRank:
         if ran:
             self.summary.shutdown_seconds = round(time.monotonic() - ending, 3)
         if late:
-            note = f"ranks {late} did not close within the shutdown timeout"
+            # Say it, and say the job's status truly: MPI_Abort below ends the stuck ranks
+            # (no walltime waits for them), and with them the job, non-zero, even after
+            # a script that succeeded (it said "ok, exit 0" and the job failed).
+            note = (
+                f"ranks {late} did not close within the shutdown timeout "
+                f"({plan.shutdown_timeout:g} s), so the job ends them with MPI_Abort, "
+                f"after your code ended with status {code}"
+            )
+            if not plan.nanny:
+                note += " (under --no-nanny a task that holds the GIL keeps its rank busy)"
+            log.warning("%s", note)
             self.summary.error = f"{self.summary.error}; {note}" if self.summary.error else note
+            code = code or 1
+            self.summary.status, self.summary.exit_code = "failed", code
         self.summary.report(plan.summary_path)
         if late:
-            self.comm.abort(code or 1)  # ends the stuck ranks; no walltime waits for them
+            self.comm.abort(code)
         final_barrier(self.comm, plan)
         return code
 

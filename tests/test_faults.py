@@ -115,6 +115,43 @@ def test_a_module_the_workers_cannot_import_ends_the_job_saying_so(script, flags
     assert result.seconds < 30, result
 
 
+GIL_HOG = """
+import re, time
+from distributed import get_client
+client = get_client()
+
+def hog():
+    # Backtracking in C that holds the GIL for hours: the rank's own threads cannot run.
+    return bool(re.match(r"(a+)+$", "a" * 40 + "b"))
+
+futures = [client.submit(hog, pure=False) for _ in range(3)]
+time.sleep(1)
+print("SCRIPT DONE", flush=True)
+"""
+
+
+def test_ranks_that_cannot_close_are_ended_and_the_summary_says_so(script, tmp_path):
+    # Under --no-nanny a task holding the GIL keeps its rank from answering STOP. The
+    # job ends them with MPI_Abort (no wait for the walltime), so it fails: the summary
+    # said "ok, exit 0" all the same, and the JSON gave no exit status like the job's.
+    summary = tmp_path / "summary.json"
+    cmd = launcher_cmd("--no-nanny", "--summary", str(summary), str(script(GIL_HOG)))
+    result = run(cmd, timeout=60)
+    assert result.returncode != 0 and not result.leftovers, result
+    assert "SCRIPT DONE" in result.stdout, result
+    said = (
+        "launcher: ranks [1, 2, 3] did not close within the shutdown timeout (3 s), so the "
+        "job ends them with MPI_Abort, after your code ended with status 0 (under "
+        "--no-nanny a task that holds the GIL keeps its rank busy)\n"
+        "launcher: failed, exit 1;"
+    )
+    assert result.stderr.count(said) == 1, result
+    written = json.loads(summary.read_text())
+    assert (written["status"], written["exit_code"]) == ("failed", 1), written
+    assert written["error"].startswith("ranks [1, 2, 3] did not close"), written
+    assert result.seconds < 40, result
+
+
 RETIRE = """
 from distributed import Client
 client = Client()
