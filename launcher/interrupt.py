@@ -166,9 +166,15 @@ class ClientWatch:
         timer.start()
 
     def _raise_in_main_thread(self, cause: Interrupted) -> None:
-        """Only the main thread can raise in the user's code: run our handler there."""
+        """Only the main thread can raise in the user's code: run our handler there.
+
+        The grace period starts here, not in that handler: Python runs a signal handler
+        only when the main thread returns to Python, and a script blocked in C (say,
+        ``MPI.COMM_WORLD.Barrier()``, which no other rank joins) never did, so the job
+        did not end until the other ranks gave up on it (16 s after a SIGTERM)."""
         if self.cause is None:
             self._to_raise = cause
+            self._begin(cause)
             # A signal, not _thread.interrupt_main(), which only sets a flag: a main
             # thread blocked in a wait (distributed's sync() waits in 10-s steps, as in
             # client.gather) saw it up to 10 s late; a signal interrupts the wait.

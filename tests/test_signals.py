@@ -140,6 +140,27 @@ def test_code_that_ignores_the_interrupt_is_ended_after_the_grace(script, tmp_pa
     assert data["status"] == "interrupted" and "did not stop within 5 s" in data["error"]
 
 
+def test_code_blocked_in_c_is_ended_after_the_grace(script, tmp_path):
+    # A script stuck in C never returns to Python, where the interrupt would be raised
+    # and the grace period used to start: the job ended only when the other ranks gave
+    # up on the client rank (16 s after the signal), without the client rank's summary.
+    summary = tmp_path / "summary.json"
+    path = script(
+        "from mpi4py import MPI\n"
+        "print('BLOCKING', flush=True)\n"
+        "MPI.COMM_WORLD.Barrier()  # no other rank joins it\n"
+    )
+    job = start(launcher_cmd("--summary", str(summary), str(path)))
+    job.wait_for_line("BLOCKING")
+    os.kill(job.proc.pid, signal.SIGTERM)
+    result = job.finish(timeout=30)
+    assert result.returncode != 0 and not result.leftovers, result
+    assert "launcher: interrupted, exit 143" in result.stderr, result
+    assert "did not end the job within" not in result.stderr, result
+    data = json.loads(summary.read_text())
+    assert data["status"] == "interrupted" and "did not stop within 5 s" in data["error"]
+
+
 def rank_in_mpi_init(job, rank: int, timeout: float = 30) -> int:
     """PID of the launcher's rank ``rank`` once it has loaded the MPI library (so it
     is in or at MPI_Init, past the launcher's first lines)."""
