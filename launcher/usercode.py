@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import gc
 import importlib.util
+import logging
 import os
 import pkgutil
 import runpy
@@ -34,6 +35,8 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from launcher import interrupt, user_clusters
 from launcher.interrupt import Interrupted
 from launcher.options import Target
+
+log = logging.getLogger("launcher")
 
 #: Frames of these files are the launcher's, not the user's, in a traceback.
 _INTERNAL_FILES = {
@@ -226,8 +229,13 @@ def workers_follow_the_script() -> Iterator[None]:
             if not client.asynchronous and changes.since_last_look():
                 setup = changes.setup()
                 if vars(setup) != sent[0]:
-                    client.register_plugin(setup)
                     sent[0] = vars(setup)
+                    try:
+                        client.register_plugin(setup)
+                    except Exception as err:  # the user's call goes on
+                        # A worker closing meanwhile fails the broadcast; the scheduler
+                        # keeps the plugin for the others and for workers started later.
+                        log.warning("passing the script's changes to the workers: %s", err)
             return original(client, *args, **kwargs)
 
         return sending
