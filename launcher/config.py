@@ -133,7 +133,14 @@ VALIDATORS: dict[str, Callable[[Any], Any]] = {
 
 
 def env_var_name(key: str) -> str:
-    return "DASK_LAUNCHER__" + key.upper().replace("-", "_")
+    """The environment variable of a ``launcher`` key."""
+    return dask_env_var(f"launcher.{key}")
+
+
+def dask_env_var(key: str) -> str:
+    """The environment variable Dask reads a dotted config key from:
+    ``distributed.worker.daemon`` -> ``DASK_DISTRIBUTED__WORKER__DAEMON``."""
+    return "DASK_" + "__".join(part.upper().replace("-", "_") for part in key.split("."))
 
 
 def _yaml_files() -> list[Path]:

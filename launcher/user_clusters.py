@@ -62,6 +62,8 @@ import dask_mpi
 from distributed import Client
 from distributed.deploy.spec import SpecCluster
 
+from launcher.config import dask_env_var
+
 log = logging.getLogger("launcher")
 
 #: dask-mpi's arguments that say nothing about the cluster's size or place.
@@ -219,7 +221,7 @@ def _cluster_settings(arg: Mapping | None, kwargs: dict[str, Any]) -> list[tuple
 
 def _environment_setting(key: str, value: Any) -> str:
     """``export DASK_A__B_C=value``: what Dask reads from the environment on every rank."""
-    name = "DASK_" + "__".join(part.upper().replace("-", "_") for part in key.split("."))
+    name = dask_env_var(key)
     if isinstance(value, (bool, int, float, str)) or value is None:
         return f"export {name}={value}"
     return f"export {name}=..."

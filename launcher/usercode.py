@@ -29,10 +29,12 @@ from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any, NoReturn
 
+import dask
 from distributed import Client
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from launcher import interrupt, user_clusters
+from launcher.config import dask_env_var
 from launcher.interrupt import Interrupted
 from launcher.options import Target
 
@@ -133,6 +135,35 @@ def print_as_it_goes() -> None:
     if not sys.stdout.line_buffering and not sys.stdout.isatty():
         with suppress(AttributeError, ValueError):  # replaced or closed
             sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+
+
+#: What a ``Client()`` needs to reach the job's cluster: its address and, under TLS,
+#: the run's credentials (PEM text, which distributed accepts in place of file names).
+_CLIENT_KEYS = (
+    "scheduler-address",
+    "distributed.comm.require-encryption",
+    "distributed.comm.default-scheme",
+    "distributed.comm.tls.ca-file",
+    "distributed.comm.tls.client.cert",
+    "distributed.comm.tls.client.key",
+)
+
+
+def children_find_the_cluster() -> None:
+    """Processes the script starts get the job's cluster in their environment, so that
+    ``Client()`` in them connects to it.
+
+    The launcher hands the address and credentials to the script through Dask's config
+    in this process, which no child sees: a Jupyter server run as the target
+    (``-m jupyterlab``) started kernels whose ``Client()`` made a ``LocalCluster`` on the
+    client rank's cores beside the idle workers, and so did a script started with
+    ``subprocess`` (with TLS, no client could have connected without the credentials).
+    The environment of the user's own processes is readable by the user and root
+    only, like their memory."""
+    for key in _CLIENT_KEYS:
+        value = dask.config.get(key, None)
+        if value is not None:
+            os.environ[dask_env_var(key)] = str(value)
 
 
 def import_beside_the_script(target: Target) -> None:
@@ -281,6 +312,7 @@ def run_target(target: Target) -> int:
     threads it started and run the exit functions it registered, as ``python`` does
     before it exits; return its exit status."""
     print_as_it_goes()
+    children_find_the_cluster()
     before = set(threading.enumerate())
     with _exit_functions() as registered:
         status = _exit_status_of(lambda: _run_main(target))

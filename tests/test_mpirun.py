@@ -613,6 +613,30 @@ def test_a_laptops_client_with_local_cluster_arguments_gets_the_jobs_cluster(scr
     assert result.stderr.count(notice) == 1, result
 
 
+CHILD_CLIENT = """
+import subprocess, sys
+from distributed import get_client
+print("PARENT", sorted(get_client().scheduler_info()["workers"]), flush=True)
+code = (
+    "from distributed import Client; client = Client(timeout=20); "
+    "print('CHILD', sorted(client.scheduler_info()['workers']), "
+    "client.submit(sum, [1, 2]).result())"
+)
+subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+"""
+
+
+def test_processes_the_script_starts_connect_to_the_jobs_cluster(script):
+    # A Jupyter server as the target (-m jupyterlab) or a step run with subprocess:
+    # their Client() made a LocalCluster on the client rank's cores, as no address (nor,
+    # with TLS, credentials) reached them.
+    result = run(launcher_cmd(str(script(CHILD_CLIENT))), timeout=90)
+    assert_clean(result)
+    parent = re.search(r"^PARENT (\[.*\])$", result.stdout, re.MULTILINE)
+    assert parent and parent[1].count("tls://") == 3, result
+    assert f"CHILD {parent[1]} 3" in result.stdout, result
+
+
 def test_client_shutdown_in_the_script_closes_only_its_client(script):
     # It used to close the scheduler under the launcher's own client (a 30-line
     # reconnect traceback at the end) and leave the rest of the script no cluster.
