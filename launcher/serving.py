@@ -31,8 +31,8 @@ from launcher.protocol import (
     share_address,
 )
 from launcher.scheduler import SchedulerService
+from launcher.script_context import import_beside_the_script
 from launcher.summary import Summary
-from launcher.usercode import import_beside_the_script
 
 log = logging.getLogger("launcher")
 

@@ -4,9 +4,8 @@ The exit status follows Python's own rules (0, 1 after an uncaught exception,
 ``n`` for ``sys.exit(n)``) so that the job ends with what the script meant. And what
 Python does as it exits happens before the job ends, since the launcher's process ends
 without Python's exit: the script's threads are waited for, its exit functions run and
-what it dropped is finalized; ``os._exit`` ends the job in order. The workers import
-from the script's directory and from the directories it adds to ``sys.path``, and see
-the variables it sets, as under dask-mpi.
+what it dropped is finalized; ``os._exit`` ends the job in order. The workers and the
+processes the script starts share its surroundings (launcher/script_context.py).
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ from __future__ import annotations
 import atexit
 import gc
 import importlib.util
-import logging
 import os
 import pkgutil
 import runpy
@@ -25,20 +23,19 @@ import types
 import zipfile
 from collections.abc import Callable, Iterator
 from concurrent.futures.thread import _threads_queues
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
-import dask
-from distributed import Client
-from distributed.diagnostics.plugin import WorkerPlugin
-
-from launcher import interrupt, user_clusters
-from launcher.config import dask_env_var
+from launcher import interrupt, script_context, user_clusters
 from launcher.interrupt import Interrupted
 from launcher.options import Target
-
-log = logging.getLogger("launcher")
+from launcher.script_context import (
+    children_find_the_cluster,
+    import_beside_the_script,
+    print_as_it_goes,
+    workers_follow_the_script,
+)
 
 #: Frames of these files are the launcher's, not the user's, in a traceback.
 _INTERNAL_FILES = {
@@ -46,6 +43,7 @@ _INTERNAL_FILES = {
     runpy.__file__,
     __file__,
     interrupt.__file__,
+    script_context.__file__,
     user_clusters.__file__,
 }
 
@@ -121,162 +119,6 @@ def print_user_traceback(exc: BaseException) -> None:
         [frame for frame in report.stack if frame.filename not in _INTERNAL_FILES]
     )
     print("".join(report.format()), end="", file=sys.stderr, flush=True)
-
-
-def print_as_it_goes() -> None:
-    """Make this process's ``print`` reach the job's log line by line, on the client
-    rank for the script and in every worker process for its tasks.
-
-    Under srun and mpirun stdout is a pipe, which Python fills in 8 KiB blocks: a
-    script's progress lines showed up only when it ended (in the log after the
-    launcher's own lines, which go to stderr, line by line), and a task's after the
-    script's last line. Slurm's FAQ answer is ``srun --unbuffered`` or ``python -u``;
-    line buffering gives the same order at one write per line, not per call."""
-    if not sys.stdout.line_buffering and not sys.stdout.isatty():
-        with suppress(AttributeError, ValueError):  # replaced or closed
-            sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-
-
-#: What a ``Client()`` needs to reach the job's cluster: its address and, under TLS,
-#: the run's credentials (PEM text, which distributed accepts in place of file names).
-_CLIENT_KEYS = (
-    "scheduler-address",
-    "distributed.comm.require-encryption",
-    "distributed.comm.default-scheme",
-    "distributed.comm.tls.ca-file",
-    "distributed.comm.tls.client.cert",
-    "distributed.comm.tls.client.key",
-)
-
-
-def children_find_the_cluster() -> None:
-    """Processes the script starts get the job's cluster in their environment, so that
-    ``Client()`` in them connects to it.
-
-    The launcher hands the address and credentials to the script through Dask's config
-    in this process, which no child sees: a Jupyter server run as the target
-    (``-m jupyterlab``) started kernels whose ``Client()`` made a ``LocalCluster`` on the
-    client rank's cores beside the idle workers, and so did a script started with
-    ``subprocess`` (with TLS, no client could have connected without the credentials).
-    The environment of the user's own processes is readable by the user and root
-    only, like their memory."""
-    for key in _CLIENT_KEYS:
-        value = dask.config.get(key, None)
-        if value is not None:
-            os.environ[dask_env_var(key)] = str(value)
-
-
-def import_beside_the_script(target: Target) -> None:
-    """Put the script's directory first on ``sys.path``, as ``python script.py`` does:
-    on the client rank for the script, and on every worker rank too.
-
-    A function the script imports from a module beside it reaches the workers pickled
-    by reference, and they import that module to unpickle it. Under plain ``python``
-    and under dask-mpi, where every rank runs the script, that directory is first on
-    every rank's ``sys.path``; here the workers run the launcher, so it is put there
-    (before the nanny's worker process starts, which gets the nanny's ``sys.path``).
-    Without it such a task closed every worker it reached and the job hung.
-    """
-    if target.kind == "script":
-        path = os.path.abspath(target.name)
-        sys.path.insert(
-            0, path if os.path.isdir(path) or zipfile.is_zipfile(path) else os.path.dirname(path)
-        )
-
-
-class _ScriptSetup(WorkerPlugin):
-    """What the script changed in ``sys.path`` and ``os.environ``, done on a worker too:
-    on every worker, and on every worker started later."""
-
-    name = "launcher-script-setup"
-
-    def __init__(
-        self, front: list[str], back: list[str], environ: dict[str, str], unset: list[str]
-    ) -> None:
-        self.front, self.back, self.environ, self.unset = front, back, environ, unset
-
-    def setup(self, worker: Any) -> None:
-        sys.path[:0] = [entry for entry in self.front if entry not in sys.path]
-        sys.path.extend(entry for entry in self.back if entry not in sys.path)
-        os.environ.update(self.environ)
-        for name in self.unset:
-            os.environ.pop(name, None)
-
-
-class _ScriptChanges:
-    """``sys.path`` and ``os.environ`` as the script found them, and what it changed."""
-
-    def __init__(self) -> None:
-        self.path = [os.path.abspath(entry) for entry in sys.path]
-        self.environ = dict(os.environ)
-        self._last_look: tuple[list[str], dict[bytes, bytes]] = self._look()
-
-    @staticmethod
-    def _look() -> tuple[list[str], dict[bytes, bytes]]:
-        # os.environ's own dict: comparing os.environ itself decodes every variable,
-        # 20 us a submission with 40 variables (more after module loads), this 0.3 us.
-        return list(sys.path), dict(os.environ._data)  # type: ignore[attr-defined]
-
-    def since_last_look(self) -> bool:
-        if sys.path == self._last_look[0] and os.environ._data == self._last_look[1]:  # type: ignore[attr-defined]
-            return False
-        self._last_look = self._look()
-        return True
-
-    def setup(self) -> _ScriptSetup:
-        now = list(dict.fromkeys(os.path.abspath(entry) for entry in sys.path))
-        first = next((now.index(entry) for entry in self.path if entry in now), len(now))
-        added = [(i, entry) for i, entry in enumerate(now) if entry not in self.path]
-        environ = dict(os.environ)
-        return _ScriptSetup(
-            [entry for i, entry in added if i < first],
-            [entry for i, entry in added if i > first],
-            {name: value for name, value in environ.items() if self.environ.get(name) != value},
-            [name for name in self.environ if name not in environ],
-        )
-
-
-@contextmanager
-def workers_follow_the_script() -> Iterator[None]:
-    """While inside, what the script adds to ``sys.path`` and sets in ``os.environ``
-    reaches the workers before the next work it sends them.
-
-    Scripts start with ``sys.path.insert(0, "../src")`` to import their own code, or
-    ``os.environ["HDF5_USE_FILE_LOCKING"] = "FALSE"`` for the files their tasks open.
-    Under dask-mpi every rank runs those lines before ``initialize()``, and a
-    ``LocalCluster``'s workers start after them; here the workers had started before
-    the script, so they could not unpickle a function from ../src (distributed #1341:
-    every worker closed and the job failed) and opened the files without the variable.
-    So each submission (``Client._graph_to_futures``, behind submit, map, compute,
-    persist and ``dask.compute``) and each ``client.run`` first looks for changes, and
-    on one registers a worker plugin that makes them, waiting for it, so the work that
-    needs them comes after. An asynchronous client cannot wait there and is left as
-    it was."""
-    changes = _ScriptChanges()
-    sent: list[dict[str, Any]] = [vars(changes.setup())]
-
-    def first_pass_on(original: Callable[..., Any]) -> Callable[..., Any]:
-        def sending(client: Client, *args: Any, **kwargs: Any) -> Any:
-            if not client.asynchronous and changes.since_last_look():
-                setup = changes.setup()
-                if vars(setup) != sent[0]:
-                    sent[0] = vars(setup)
-                    try:
-                        client.register_plugin(setup)
-                    except Exception as err:  # the user's call goes on
-                        # A worker closing meanwhile fails the broadcast; the scheduler
-                        # keeps the plugin for the others and for workers started later.
-                        log.warning("passing the script's changes to the workers: %s", err)
-            return original(client, *args, **kwargs)
-
-        return sending
-
-    with ExitStack() as restore:
-        for name in ("_graph_to_futures", "run"):
-            original = getattr(Client, name)
-            restore.callback(setattr, Client, name, original)
-            setattr(Client, name, first_pass_on(original))
-        yield
 
 
 @contextmanager

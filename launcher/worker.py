@@ -29,7 +29,7 @@ from distributed import Nanny, Worker
 from tornado.ioloop import PeriodicCallback
 
 from launcher.interrupt import SIGNALS
-from launcher.usercode import print_as_it_goes
+from launcher.script_context import print_as_it_goes
 
 #: How soon a worker notices the job's end.
 STOP_POLL_SECONDS = 0.01
