@@ -16,11 +16,12 @@ import sys
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass
 from typing import Any
 
 import dask
 from distributed import Client
-from distributed.diagnostics.plugin import WorkerPlugin
+from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
 
 from launcher.config import dask_env_var
 from launcher.options import Target
@@ -89,23 +90,48 @@ def import_beside_the_script(target: Target) -> None:
         )
 
 
-class _ScriptSetup(WorkerPlugin):
-    """What the script changed in ``sys.path`` and ``os.environ``, done on a worker too:
-    on every worker, and on every worker started later."""
+@dataclass(frozen=True)
+class _ScriptSetup:
+    """What the script changed in ``sys.path`` and ``os.environ``, to be done again in
+    another process."""
 
-    name = "launcher-script-setup"
+    front: tuple[str, ...] = ()  # directories it put before the ones it found
+    back: tuple[str, ...] = ()  # and after them
+    environ: tuple[tuple[str, str], ...] = ()  # variables it set
+    unset: tuple[str, ...] = ()  # and deleted
 
-    def __init__(
-        self, front: list[str], back: list[str], environ: dict[str, str], unset: list[str]
-    ) -> None:
-        self.front, self.back, self.environ, self.unset = front, back, environ, unset
-
-    def setup(self, worker: Any) -> None:
+    def apply(self) -> None:
         sys.path[:0] = [entry for entry in self.front if entry not in sys.path]
         sys.path.extend(entry for entry in self.back if entry not in sys.path)
         os.environ.update(self.environ)
         for name in self.unset:
             os.environ.pop(name, None)
+
+
+class _OnWorkers(WorkerPlugin):
+    """On every worker, and on every worker started later (a restart, a new process)."""
+
+    name = "launcher-script-setup"
+
+    def __init__(self, setup: _ScriptSetup) -> None:
+        self.script_setup = setup
+
+    def setup(self, worker: Any) -> None:
+        self.script_setup.apply()
+
+
+class _OnScheduler(SchedulerPlugin):
+    """On the scheduler, which unpickles the graphs: in the client's process in the
+    compact layout (where this changes nothing), on a rank of its own in the dedicated
+    one."""
+
+    name = "launcher-script-setup"
+
+    def __init__(self, setup: _ScriptSetup) -> None:
+        self.script_setup = setup
+
+    async def start(self, scheduler: Any) -> None:
+        self.script_setup.apply()
 
 
 class _ScriptChanges:
@@ -134,10 +160,10 @@ class _ScriptChanges:
         added = [(i, entry) for i, entry in enumerate(now) if entry not in self.path]
         environ = dict(os.environ)
         return _ScriptSetup(
-            [entry for i, entry in added if i < first],
-            [entry for i, entry in added if i > first],
-            {name: value for name, value in environ.items() if self.environ.get(name) != value},
-            [name for name in self.environ if name not in environ],
+            tuple(entry for i, entry in added if i < first),
+            tuple(entry for i, entry in added if i > first),
+            tuple((k, v) for k, v in environ.items() if self.environ.get(k) != v),
+            tuple(name for name in self.environ if name not in environ),
         )
 
 
@@ -154,20 +180,21 @@ def workers_follow_the_script() -> Iterator[None]:
     every worker closed and the job failed) and opened the files without the variable.
     So each submission (``Client._graph_to_futures``, behind submit, map, compute,
     persist and ``dask.compute``) and each ``client.run`` first looks for changes, and
-    on one registers a worker plugin that makes them, waiting for it, so the work that
-    needs them comes after. An asynchronous client cannot wait there and is left as
-    it was."""
+    on one registers plugins that make them on the scheduler (which unpickles the
+    graphs) and on the workers, waiting for them, so the work that needs them comes
+    after. An asynchronous client cannot wait there and is left as it was."""
     changes = _ScriptChanges()
-    sent: list[dict[str, Any]] = [vars(changes.setup())]
+    sent = [_ScriptSetup()]
 
     def first_pass_on(original: Callable[..., Any]) -> Callable[..., Any]:
         def sending(client: Client, *args: Any, **kwargs: Any) -> Any:
             if not client.asynchronous and changes.since_last_look():
                 setup = changes.setup()
-                if vars(setup) != sent[0]:
-                    sent[0] = vars(setup)
+                if setup != sent[0]:
+                    sent[0] = setup
                     try:
-                        client.register_plugin(setup)
+                        client.register_plugin(_OnScheduler(setup))
+                        client.register_plugin(_OnWorkers(setup))
                     except Exception as err:  # the user's call goes on
                         # A worker closing meanwhile fails the broadcast; the scheduler
                         # keeps the plugin for the others and for workers started later.

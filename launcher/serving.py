@@ -133,6 +133,10 @@ class ServingRank:
         self.comm.send(message, self.plan.client_rank, FAILED)
 
     def run_scheduler(self) -> str | None:
+        # The scheduler unpickles the graphs (a function from a module beside the
+        # script among them): on a rank of its own (the dedicated layout) it failed
+        # them with "No module named ...".
+        import_beside_the_script(self.plan.target)
         service = SchedulerService(self.plan)
         try:
             address = service.start()

@@ -657,7 +657,13 @@ print("STILL UP", Client().submit(sum, [3, 4]).result())
 
 @pytest.mark.parametrize(
     ("flags", "form"),
-    [([], "file"), (["--no-nanny"], "file"), ([], "directory"), ([], "zip")],
+    [
+        ([], "file"),
+        (["--no-nanny"], "file"),
+        (["--layout", "dedicated"], "file"),  # the scheduler unpickles the graph too
+        ([], "directory"),
+        ([], "zip"),
+    ],
 )
 def test_functions_from_a_module_beside_the_script_run_on_the_workers(tmp_path, flags, form):
     # Run from another directory, as sbatch from $HOME would. The workers unpickle such
@@ -714,7 +720,7 @@ if "--restart" in sys.argv:
 """
 
 
-@pytest.mark.parametrize("flags", [[], ["--no-nanny"]])
+@pytest.mark.parametrize("flags", [[], ["--no-nanny"], ["--layout", "dedicated"]])
 def test_what_the_script_sets_up_in_sys_path_and_environ_reaches_the_workers(tmp_path, flags):
     # Scripts import their own code after sys.path.insert(0, "../src") and set variables
     # for their tasks' libraries; under dask-mpi every rank ran those lines, and a
