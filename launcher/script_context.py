@@ -121,17 +121,19 @@ class _OnWorkers(WorkerPlugin):
 
 
 class _OnScheduler(SchedulerPlugin):
-    """On the scheduler, which unpickles the graphs: in the client's process in the
-    compact layout (where this changes nothing), on a rank of its own in the dedicated
-    one."""
+    """On the scheduler, which unpickles the graphs: on a rank of its own in the
+    dedicated layout. In the compact layout it shares the script's process, whose
+    ``sys.path`` and environment are the script's own to change: left alone."""
 
     name = "launcher-script-setup"
 
     def __init__(self, setup: _ScriptSetup) -> None:
         self.script_setup = setup
+        self.script_process = os.getpid()
 
     async def start(self, scheduler: Any) -> None:
-        self.script_setup.apply()
+        if os.getpid() != self.script_process:
+            self.script_setup.apply()
 
 
 class _ScriptChanges:
