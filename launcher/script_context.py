@@ -3,9 +3,9 @@
 Under plain ``python`` the script and everything it runs share one process, and under
 dask-mpi every rank runs the script's first lines; here the workers and the processes
 the script starts come from elsewhere, so what they need is handed to them: the
-workers get the script's directory, the directories it adds to ``sys.path`` and the
-variables it sets; the processes it starts get the job's cluster; and whatever any of
-them prints reaches the job's log line by line.
+workers get the script's directory, the directories it adds to ``sys.path``, the
+variables it sets and the directory it moves to; the processes it starts get the job's
+cluster; and whatever any of them prints reaches the job's log line by line.
 """
 
 from __future__ import annotations
@@ -92,13 +92,14 @@ def import_beside_the_script(target: Target) -> None:
 
 @dataclass(frozen=True)
 class _ScriptSetup:
-    """What the script changed in ``sys.path`` and ``os.environ``, to be done again in
-    another process."""
+    """What the script changed in ``sys.path``, ``os.environ`` and its working
+    directory, to be done again in another process."""
 
     front: tuple[str, ...] = ()  # directories it put before the ones it found
     back: tuple[str, ...] = ()  # and after them
     environ: tuple[tuple[str, str], ...] = ()  # variables it set
     unset: tuple[str, ...] = ()  # and deleted
+    cwd: str | None = None  # where it went with os.chdir
 
     def apply(self) -> None:
         sys.path[:0] = [entry for entry in self.front if entry not in sys.path]
@@ -106,6 +107,9 @@ class _ScriptSetup:
         os.environ.update(self.environ)
         for name in self.unset:
             os.environ.pop(name, None)
+        if self.cwd is not None:
+            with suppress(OSError):  # not on this node: relative paths stay as they were
+                os.chdir(self.cwd)
 
 
 class _OnWorkers(WorkerPlugin):
@@ -137,21 +141,24 @@ class _OnScheduler(SchedulerPlugin):
 
 
 class _ScriptChanges:
-    """``sys.path`` and ``os.environ`` as the script found them, and what it changed."""
+    """``sys.path``, ``os.environ`` and the working directory as the script found them,
+    and what it changed."""
 
     def __init__(self) -> None:
         self.path = [os.path.abspath(entry) for entry in sys.path]
         self.environ = dict(os.environ)
-        self._last_look: tuple[list[str], dict[bytes, bytes]] = self._look()
+        self.cwd = os.getcwd()
+        self._last_look = self._look()
 
     @staticmethod
-    def _look() -> tuple[list[str], dict[bytes, bytes]]:
+    def _look() -> tuple[list[str], dict[bytes, bytes], str]:
         # os.environ's own dict: comparing os.environ itself decodes every variable,
         # 20 us a submission with 40 variables (more after module loads), this 0.3 us.
-        return list(sys.path), dict(os.environ._data)  # type: ignore[attr-defined]
+        return list(sys.path), dict(os.environ._data), os.getcwd()  # type: ignore[attr-defined]
 
     def since_last_look(self) -> bool:
-        if sys.path == self._last_look[0] and os.environ._data == self._last_look[1]:  # type: ignore[attr-defined]
+        path, environ, cwd = self._last_look
+        if sys.path == path and os.environ._data == environ and os.getcwd() == cwd:  # type: ignore[attr-defined]
             return False
         self._last_look = self._look()
         return True
@@ -166,25 +173,28 @@ class _ScriptChanges:
             tuple(entry for i, entry in added if i > first),
             tuple((k, v) for k, v in environ.items() if self.environ.get(k) != v),
             tuple(name for name in self.environ if name not in environ),
+            None if os.getcwd() == self.cwd else os.getcwd(),
         )
 
 
 @contextmanager
 def workers_follow_the_script() -> Iterator[None]:
-    """While inside, what the script adds to ``sys.path`` and sets in ``os.environ``
-    reaches the workers before the next work it sends them.
+    """While inside, what the script adds to ``sys.path``, sets in ``os.environ`` and
+    where it goes with ``os.chdir`` reach the workers before the next work it sends
+    them.
 
     Scripts start with ``sys.path.insert(0, "../src")`` to import their own code, or
-    ``os.environ["HDF5_USE_FILE_LOCKING"] = "FALSE"`` for the files their tasks open.
+    ``os.environ["HDF5_USE_FILE_LOCKING"] = "FALSE"`` for the files their tasks open, or
+    ``os.chdir(os.path.dirname(__file__))`` so that relative paths find their data.
     Under dask-mpi every rank runs those lines before ``initialize()``, and a
     ``LocalCluster``'s workers start after them; here the workers had started before
     the script, so they could not unpickle a function from ../src (distributed #1341:
-    every worker closed and the job failed) and opened the files without the variable.
-    So each submission (``Client._graph_to_futures``, behind submit, map, compute,
-    persist and ``dask.compute``) and each ``client.run`` first looks for changes, and
-    on one registers plugins that make them on the scheduler (which unpickles the
-    graphs) and on the workers, waiting for them, so the work that needs them comes
-    after. An asynchronous client cannot wait there and is left as it was."""
+    every worker closed and the job failed), opened the files without the variable, or
+    did not find them. So each submission (``Client._graph_to_futures``, behind submit,
+    map, compute, persist and ``dask.compute``) and each ``client.run`` first looks for
+    changes, and on one registers plugins that make them on the scheduler (which
+    unpickles the graphs) and on the workers, waiting for them, so the work that needs
+    them comes after. An asynchronous client cannot wait there and is left as it was."""
     changes = _ScriptChanges()
     sent = [_ScriptSetup()]
 

@@ -746,6 +746,34 @@ def test_what_the_script_sets_up_in_sys_path_and_environ_reaches_the_workers(tmp
     assert flags or "AGAIN 14\nSEEN AGAIN [(0, 1, 'FALSE', None)]" in result.stdout, result
 
 
+CHDIR = """
+import os
+from distributed import Client
+os.makedirs("data", exist_ok=True)
+with open("data/numbers.txt", "w") as f:
+    f.write("1 2 3")
+os.chdir("data")
+
+def total(name):
+    with open(name) as f:
+        return sum(map(int, f.read().split()))
+
+client = Client()
+print("TOTAL", client.submit(total, "numbers.txt").result())
+print("SAME", set(client.run(os.getcwd).values()) == {os.getcwd()})
+"""
+
+
+@pytest.mark.parametrize("flags", [[], ["--no-nanny"]])
+def test_the_scripts_working_directory_reaches_the_workers(tmp_path, flags):
+    # os.chdir(...) at the top of a script, so that relative paths find the data: the
+    # workers, started before it, opened "numbers.txt" where the job started.
+    (tmp_path / "main.py").write_text(CHDIR)
+    result = run(launcher_cmd(*flags, "main.py"), cwd=tmp_path, timeout=60)
+    assert_clean(result)
+    assert "TOTAL 6\nSAME True" in result.stdout, result
+
+
 DAEMON = """
 import multiprocessing, os
 import dask
