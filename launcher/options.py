@@ -9,6 +9,7 @@ the same result and only one rank needs to print an error.
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -292,8 +293,10 @@ def parse(argv: list[str]) -> Options:
         tls=ns.tls,
         nanny=ns.nanny,
         startup_timeout=ns.startup_timeout,
-        summary=ns.summary,
-        report=ns.report,
+        # Where the user ran the command: the script may os.chdir before they are
+        # written (the summary at the end landed in the script's data directory).
+        summary=os.path.abspath(ns.summary) if ns.summary else None,
+        report=os.path.abspath(ns.report) if ns.report else None,
         progress_interval=ns.progress_interval,
         progress=ns.progress,
         plan=ns.plan,

@@ -767,11 +767,17 @@ print("SAME", set(client.run(os.getcwd).values()) == {os.getcwd()})
 @pytest.mark.parametrize("flags", [[], ["--no-nanny"]])
 def test_the_scripts_working_directory_reaches_the_workers(tmp_path, flags):
     # os.chdir(...) at the top of a script, so that relative paths find the data: the
-    # workers, started before it, opened "numbers.txt" where the job started.
+    # workers, started before it, opened "numbers.txt" where the job started. And the
+    # launcher's own relative paths stay where the command was given (the summary
+    # landed in data/).
     (tmp_path / "main.py").write_text(CHDIR)
-    result = run(launcher_cmd(*flags, "main.py"), cwd=tmp_path, timeout=60)
+    cmd = launcher_cmd(*flags, "--summary", "summary.json", "main.py")
+    result = run(cmd, cwd=tmp_path, timeout=60)
     assert_clean(result)
     assert "TOTAL 6\nSAME True" in result.stdout, result
+    assert (tmp_path / "summary.json").exists() and not (
+        tmp_path / "data" / "summary.json"
+    ).exists()
 
 
 DAEMON = """

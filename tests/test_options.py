@@ -1,5 +1,7 @@
 """The command line, shaped like ``python -m mpi4py.futures``: our options, then theirs."""
 
+import os
+
 import pytest
 
 from launcher.options import DEMO, EarlyExit, Target, UsageError, parse
@@ -60,7 +62,7 @@ def test_every_flag():
     )
     assert (opts.nthreads, opts.memory_limit, opts.local_directory) == (4, 3 * GIB, "/ls")
     assert (opts.interface, opts.layout, opts.dashboard_address) == ("ib0", "dedicated", ":9999")
-    assert opts.dashboard is False and opts.summary == "s.json" and opts.plan
+    assert opts.dashboard is False and opts.summary == os.path.abspath("s.json") and opts.plan
     assert opts.verbose == 2 and opts.startup_timeout == 60.0
 
 
