@@ -16,7 +16,7 @@ import sys
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import dask
@@ -100,8 +100,14 @@ class _ScriptSetup:
     environ: tuple[tuple[str, str], ...] = ()  # variables it set
     unset: tuple[str, ...] = ()  # and deleted
     cwd: str | None = None  # where it went with os.chdir
+    script_process: int = field(default_factory=os.getpid)
 
     def apply(self) -> None:
+        """Do it here, unless here is the script's own process (a scheduler or worker
+        sharing it: the compact layout, one process), where it is done already and the
+        script may have changed it again meanwhile."""
+        if os.getpid() == self.script_process:
+            return
         sys.path[:0] = [entry for entry in self.front if entry not in sys.path]
         sys.path.extend(entry for entry in self.back if entry not in sys.path)
         os.environ.update(self.environ)
@@ -125,19 +131,16 @@ class _OnWorkers(WorkerPlugin):
 
 
 class _OnScheduler(SchedulerPlugin):
-    """On the scheduler, which unpickles the graphs: on a rank of its own in the
-    dedicated layout. In the compact layout it shares the script's process, whose
-    ``sys.path`` and environment are the script's own to change: left alone."""
+    """On the scheduler, which unpickles the graphs (on a rank of its own in the
+    dedicated layout)."""
 
     name = "launcher-script-setup"
 
     def __init__(self, setup: _ScriptSetup) -> None:
         self.script_setup = setup
-        self.script_process = os.getpid()
 
     async def start(self, scheduler: Any) -> None:
-        if os.getpid() != self.script_process:
-            self.script_setup.apply()
+        self.script_setup.apply()
 
 
 class _ScriptChanges:
