@@ -25,6 +25,7 @@ from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
 
 from launcher.config import dask_env_var
 from launcher.options import Target
+from launcher.security import client_tls_keys
 
 log = logging.getLogger("launcher")
 
@@ -43,18 +44,6 @@ def print_as_it_goes() -> None:
             sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
 
 
-#: What a ``Client()`` needs to reach the job's cluster: its address and, under TLS,
-#: the run's credentials (PEM text, which distributed accepts in place of file names).
-_CLIENT_KEYS = (
-    "scheduler-address",
-    "distributed.comm.require-encryption",
-    "distributed.comm.default-scheme",
-    "distributed.comm.tls.ca-file",
-    "distributed.comm.tls.client.cert",
-    "distributed.comm.tls.client.key",
-)
-
-
 def children_find_the_cluster() -> None:
     """Processes the script starts get the job's cluster in their environment, so that
     ``Client()`` in them connects to it.
@@ -66,7 +55,9 @@ def children_find_the_cluster() -> None:
     ``subprocess`` (with TLS, no client could have connected without the credentials).
     The environment of the user's own processes is readable by the user and root
     only, like their memory."""
-    for key in _CLIENT_KEYS:
+    # The address and, under TLS, the run's client settings: PEM text, which
+    # distributed accepts in place of file names.
+    for key in ("scheduler-address", *client_tls_keys()):
         value = dask.config.get(key, None)
         if value is not None:
             os.environ[dask_env_var(key)] = str(value)

@@ -58,8 +58,9 @@ def make_credentials(days: int = 30) -> dict[str, str]:
     }
 
 
-def tls_config(credentials: dict[str, str]) -> dict[str, Any]:
-    """Dask config that makes every Dask server and client in this process use them.
+def tls_config(credentials: dict[str, str], roles: tuple[str, ...] = ROLES) -> dict[str, Any]:
+    """Dask config that makes every Dask server and client in this process (of these
+    roles) use them.
 
     ``distributed.Security()`` reads these keys, and they accept PEM text as well as
     file names, so dask-mpi's workers, nannies (and the worker processes they start,
@@ -70,10 +71,15 @@ def tls_config(credentials: dict[str, str]) -> dict[str, Any]:
         "distributed.comm.default-scheme": "tls",
         "distributed.comm.tls.ca-file": credentials["cert"],
     }
-    for role in ROLES:
+    for role in roles:
         config[f"distributed.comm.tls.{role}.cert"] = credentials["cert"]
         config[f"distributed.comm.tls.{role}.key"] = credentials["key"]
     return config
+
+
+def client_tls_keys() -> tuple[str, ...]:
+    """The keys of ``tls_config`` a client uses (the servers' certificates aside)."""
+    return tuple(tls_config({"cert": "", "key": ""}, roles=("client",)))
 
 
 def apply(credentials: dict[str, str] | None) -> None:
