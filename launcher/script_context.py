@@ -190,14 +190,15 @@ def workers_follow_the_script() -> Iterator[None]:
     unpickles the graphs) and on the workers, waiting for them, so the work that needs
     them comes after. An asynchronous client cannot wait there and is left as it was."""
     changes = _ScriptChanges()
-    sent = [_ScriptSetup()]
+    sent = _ScriptSetup()
 
     def first_pass_on(original: Callable[..., Any]) -> Callable[..., Any]:
         def sending(client: Client, *args: Any, **kwargs: Any) -> Any:
+            nonlocal sent
             if not client.asynchronous and changes.since_last_look():
                 setup = changes.setup()
-                if setup != sent[0]:
-                    sent[0] = setup
+                if setup != sent:
+                    sent = setup
                     try:
                         client.register_plugin(_OnScheduler(setup))
                         client.register_plugin(_OnWorkers(setup))

@@ -62,7 +62,12 @@ def check_target(target: Target) -> str | None:
                 "launcher: a script from standard input ('-') is not supported (only one "
                 "rank reads it): save it to a file and give its path, or use -c"
             )
-        if path.suffix == ".ipynb" and path.is_file():
+        if not path.exists():
+            return (
+                f"launcher: can't open file {str(path.absolute())!r}: no such file "
+                "(give the script's path relative to the working directory, or absolute)"
+            )
+        if path.is_file() and path.suffix == ".ipynb":
             return (
                 f"launcher: {path} is a Jupyter notebook, not a Python script: export it "
                 f"with 'jupyter nbconvert --to script {path}' and run the .py file"
@@ -70,15 +75,10 @@ def check_target(target: Target) -> str | None:
         if path.is_file() and not zipfile.is_zipfile(path):
             return _syntax_error(path.read_bytes(), str(path))
         # A directory or zip file with a __main__.py, as python runs it.
-        importer = pkgutil.get_importer(str(path)) if path.exists() else None
+        importer = pkgutil.get_importer(str(path))
         spec = importer.find_spec("__main__") if importer is not None else None
         if spec is None or spec.loader is None:
-            if path.exists():
-                return f"launcher: can't find '__main__' module in {str(path.absolute())!r}"
-            return (
-                f"launcher: can't open file {str(path.absolute())!r}: no such file "
-                "(give the script's path relative to the working directory, or absolute)"
-            )
+            return f"launcher: can't find '__main__' module in {str(path.absolute())!r}"
         source = spec.loader.get_source("__main__")  # type: ignore[attr-defined]
         return None if source is None else _syntax_error(source, spec.origin or str(path))
     try:
