@@ -276,6 +276,7 @@ def _plan_or_reason(
                 settings=settings,
                 options=options,
                 run_id=run_id,
+                cwd=os.getcwd(),
                 mpi_size_source=source,
             )
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -124,6 +125,7 @@ class PlanInputs:
     settings: Mapping[str, Setting]
     options: Options
     run_id: str
+    cwd: str
     mpi_size_source: str = "MPI"
 
 
@@ -201,11 +203,37 @@ def _local_base(inputs: PlanInputs) -> tuple[str, str]:
         inputs.options.local_directory, "--local-directory", inputs.settings["local-directory"]
     )
     if picked:
-        return picked
+        path, source = picked
+        return os.path.normpath(os.path.join(inputs.cwd, _expand(path, source, inputs.env))), source
     for var in SCRATCH_VARS:
         if inputs.env.get(var):
             return inputs.env[var], f"env {var}"
     return "/tmp", "default (no $LOCALSCRATCH, $SLURM_TMPDIR or $TMPDIR)"
+
+
+_VARIABLE = re.compile(r"\$(\w+)|\$\{(\w+)\}")
+
+
+def _expand(path: str, source: str, env: Mapping[str, str]) -> str:
+    """``$LOCALSCRATCH/dask`` or ``~/spill``, as site configs write them.
+
+    dask-jobqueue's configs put ``local-directory: $TMPDIR`` into a jobscript, where the
+    job's shell expands it; here nothing would, and the workers made a directory named
+    ``$LOCALSCRATCH`` in the job's working directory. A variable this job does not have
+    is an error rather than an empty string: ``/dask`` is not what the admin meant.
+    """
+
+    def value(name: str) -> str:
+        if not env.get(name):
+            raise PlanError(
+                f"local directory {path!r} ({source}) uses ${name}, which is not set in "
+                f"this job: set it, or point --local-directory at a directory"
+            )
+        return env[name]
+
+    if path == "~" or path.startswith("~/"):
+        path = value("HOME") + path[1:]
+    return _VARIABLE.sub(lambda m: value(m.group(1) or m.group(2)), path)
 
 
 def _check_interface(name: str, source: str, inputs: PlanInputs) -> None:

@@ -1,6 +1,7 @@
 """Site defaults through Dask's config system: package YAML, config files, env vars, flags."""
 
 import json
+import os
 
 import dask
 import pytest
@@ -138,3 +139,36 @@ def test_the_package_sets_a_dask_default_that_users_can_override(script, env, se
     result = run(launcher_cmd(str(script(TICKS)), n=None), env=env, timeout=60)
     assert result.returncode == 0, result
     assert json.loads(result.stdout) == [seconds], result
+
+
+SPILL_DIRECTORIES = """
+import os
+from distributed import get_client
+
+print(sorted(get_client().run(lambda dask_worker: dask_worker.local_directory).values()))
+"""
+
+
+def test_a_site_configs_local_directory_names_the_jobs_scratch(script, tmp_path):
+    """``local-directory: $LOCALSCRATCH/dask`` in a site YAML, as dask-jobqueue's configs
+    write it: the workers spill below the job's scratch, and a job without that variable
+    stops before anything starts, in one line."""
+    (tmp_path / "site.yaml").write_text("launcher:\n  local-directory: $LOCALSCRATCH/dask\n")
+    scratch = tmp_path / "localscratch"
+    env = {"DASK_CONFIG": str(tmp_path), "LOCALSCRATCH": str(scratch)}
+    result = run(launcher_cmd(str(script(SPILL_DIRECTORIES)), n=3), env=env, timeout=90)
+    assert result.returncode == 0, result
+    directories = json.loads(result.stdout.replace("'", '"'))
+    assert len(directories) == 2, result
+    for directory in directories:
+        assert directory.startswith(f"{scratch}/dask/dask-launcher-"), result
+    assert os.listdir(scratch / "dask") == [], "the run's directory was not removed"
+
+    result = run(launcher_cmd(n=3), env=env | {"LOCALSCRATCH": ""}, cwd=tmp_path, timeout=90)
+    assert result.returncode == 2, result
+    assert result.stderr == (
+        f"launcher: local directory '$LOCALSCRATCH/dask' (config {tmp_path / 'site.yaml'}) "
+        "uses $LOCALSCRATCH, which is not set in this job: set it, or point "
+        "--local-directory at a directory\n"
+    ), result
+    assert sorted(os.listdir(tmp_path)) == ["localscratch", "site.yaml", "user_script.py"]

@@ -34,6 +34,7 @@ def plan_for(env=None, hosts=("n1",) * 4, host_facts=None, options=None, setting
             settings=settings or defaults(),
             options=options or Options(),
             run_id="t1",
+            cwd="/home/me/job",
         )
     )
 
@@ -146,6 +147,35 @@ def test_local_directory_prefers_node_local_scratch(env, base, source):
 def test_local_directory_flag():
     plan = plan_for(env={"LOCALSCRATCH": "/ls"}, options=Options(local_directory="/scratch/me"))
     assert plan.run_directory.startswith("/scratch/me/")
+
+
+@pytest.mark.parametrize(
+    "configured, base",
+    [
+        ("$LOCALSCRATCH/dask", "/localscratch/7/dask"),
+        ("${USERWORK}/spill", "/cluster/work/users/me/spill"),
+        ("~/spill", "/home/me/spill"),
+        ("~", "/home/me"),
+        ("spill", "/home/me/job/spill"),
+        ("../spill/", "/home/me/spill"),
+    ],
+)
+def test_local_directory_from_a_site_config_expands_like_a_shell(configured, base):
+    env = {"LOCALSCRATCH": "/localscratch/7", "USERWORK": "/cluster/work/users/me"}
+    plan = plan_for(env=env | {"HOME": "/home/me"}, settings=defaults(local_directory=configured))
+    assert plan.run_directory == f"{base}/dask-launcher-t1"
+    assert plan.sources["local_directory"] == "config /etc/dask/site.yaml"
+
+
+@pytest.mark.parametrize("configured", ["$LOCALSCRATCH/dask", "${LOCALSCRATCH}", "~/spill"])
+def test_local_directory_naming_a_variable_the_job_lacks_is_one_line(configured):
+    with pytest.raises(PlanError) as err:
+        plan_for(env={"LOCALSCRATCH": ""}, settings=defaults(local_directory=configured))
+    name = "HOME" if configured.startswith("~") else "LOCALSCRATCH"
+    assert str(err.value) == (
+        f"local directory {configured!r} (config /etc/dask/site.yaml) uses ${name}, which "
+        "is not set in this job: set it, or point --local-directory at a directory"
+    )
 
 
 def test_interface_must_exist_on_every_host():
