@@ -65,4 +65,7 @@ fi
 # exec: Slurm's signals reach srun and the tasks; the job's exit code is your script's.
 # --kill-on-bad-exit: a dead rank ends the job at once (a killed worker process does
 # not count: its nanny restarts it).
-exec srun --kill-on-bad-exit=1 python -m launcher --summary "dask-summary-${SLURM_JOB_ID}.json" "$@"
+# --cpus-per-task again: Slurm 22.05 and 23.02 do not pass sbatch's on to srun, which
+# then binds every task to one core while its worker runs --cpus-per-task threads.
+exec srun --kill-on-bad-exit=1 ${SLURM_CPUS_PER_TASK:+--cpus-per-task=$SLURM_CPUS_PER_TASK} \
+    python -m launcher --summary "dask-summary-${SLURM_JOB_ID}.json" "$@"

@@ -60,4 +60,7 @@ export DASK_LAUNCHER__INTERFACE=${DASK_LAUNCHER__INTERFACE:-ib0}
 # node fails, a process is killed), the whole job ends at once instead of waiting;
 # a killed worker process does not count, its nanny restarts it. The summary is JSON
 # for the morning after.
-exec srun --kill-on-bad-exit=1 python -m launcher --summary "dask-summary-${SLURM_JOB_ID}.json" "$@"
+# --cpus-per-task again: Slurm 22.05 and 23.02 do not pass sbatch's on to srun, which
+# then binds every task to one core while its worker runs --cpus-per-task threads.
+exec srun --kill-on-bad-exit=1 ${SLURM_CPUS_PER_TASK:+--cpus-per-task=$SLURM_CPUS_PER_TASK} \
+    python -m launcher --summary "dask-summary-${SLURM_JOB_ID}.json" "$@"

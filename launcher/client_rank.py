@@ -58,6 +58,8 @@ class ClientRank:
             start_worker_helpers(fork_server=False)
             use_fork_server()
         self.watch.install()
+        for note in self.plan.notes:
+            log.warning("%s", note)
         try:
             try:
                 self.start_cluster()

@@ -22,7 +22,9 @@ class HostFacts:
     rank: int
     hostname: str
     memory_bytes: int
-    cpu_count: int
+    #: CPUs this rank may run on: its affinity, which srun or mpirun may have narrowed
+    #: to fewer than the node has.
+    cpus: int
     interfaces: dict[str, list[str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -100,6 +102,6 @@ def gather_local(rank: int) -> HostFacts:
         rank=rank,
         hostname=socket.gethostname(),
         memory_bytes=usable_memory(),
-        cpu_count=os.cpu_count() or 1,
+        cpus=len(os.sched_getaffinity(0)),
         interfaces=ipv4_interfaces(),
     )

@@ -67,6 +67,8 @@ class Plan:
     login_host: str | None
     verbose: int
     sources: dict[str, str] = field(default_factory=dict)
+    #: What the planner noticed that does not stop the job but costs it, one line each.
+    notes: tuple[str, ...] = ()
 
     @property
     def workers(self) -> tuple[RankPlan, ...]:
@@ -109,6 +111,7 @@ class Plan:
             "target": self.target.to_dict(),
             "summary": self.summary_path,
             "report": self.report_path,
+            "notes": list(self.notes),
         }
 
     def to_json(self) -> str:
@@ -170,6 +173,32 @@ def _threads(inputs: PlanInputs, alloc: Allocation | None) -> tuple[int, str]:
     if alloc and alloc.cpus_per_task:
         return alloc.cpus_per_task, "env SLURM_CPUS_PER_TASK"
     return 1, "default (no SLURM_CPUS_PER_TASK)"
+
+
+def _cores_notes(
+    inputs: PlanInputs, nthreads: int, source: str, worker_hosts: list[str]
+) -> tuple[str, ...]:
+    """Workers sized from --cpus-per-task on tasks that srun bound to fewer cores.
+
+    Slurm 22.05 and 23.02 do not pass sbatch's --cpus-per-task on to srun: a plain
+    ``srun`` there binds each task to one core, while SLURM_CPUS_PER_TASK still says
+    how many the job asked for, so every worker ran that many threads on one core.
+    """
+    if source != "env SLURM_CPUS_PER_TASK":
+        return ()
+    fewest = min(
+        (inputs.facts[host] for host in dict.fromkeys(worker_hosts) if host in inputs.facts),
+        key=lambda facts: facts.cpus,
+        default=None,
+    )
+    if fewest is None or fewest.cpus >= nthreads:
+        return ()
+    return (
+        f"worker ranks may run on {fewest.cpus} CPU(s) (on {fewest.hostname}) but get "
+        f"{nthreads} threads each ({source}): start them with srun "
+        f"--cpus-per-task=$SLURM_CPUS_PER_TASK (Slurm 22.05 and 23.02 do not pass "
+        f"sbatch's on to srun; the launcher's jobscripts do)",
+    )
 
 
 def _memory_rule(inputs: PlanInputs, alloc: Allocation | None):
@@ -341,6 +370,7 @@ def make_plan(inputs: PlanInputs) -> Plan:
         else:
             ranks.append(RankPlan(rank, host, rank_roles))
 
+    worker_hosts = [r.host for r in ranks if r.is_worker]
     return Plan(
         mpi_size=size,
         layout=layout,
@@ -363,4 +393,5 @@ def make_plan(inputs: PlanInputs) -> Plan:
         login_host=login_host,
         verbose=opts.verbose,
         sources=sources,
+        notes=_cores_notes(inputs, nthreads, sources["nthreads"], worker_hosts),
     )

@@ -225,6 +225,15 @@ def slurm_one():
 
 
 @pytest.fixture(scope="session")
+def slurm_bound():
+    """Two nodes of two CPUs whose tasks are bound to their step's cores, as at sites
+    that bind or constrain cores (the other test nodes claim CPUs they do not have)."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("binding two CPUs per node needs a machine with two")
+    yield from _cluster("LAUNCHER_TEST_SLURM_BOUND", "--nodes", "2", "--cpus", "2", "--bind-cores")
+
+
+@pytest.fixture(scope="session")
 def slurm_three():
     """Three nodes, each in its own network namespace with its own ``ib0`` address."""
     yield from _cluster("LAUNCHER_TEST_SLURM3", "--nodes", "3")

@@ -181,6 +181,17 @@ def test_down_when_nothing_is_up(cluster):
     assert done.returncode == 125 and "not up" in done.stderr
 
 
+def test_binding_cores_the_machine_lacks_is_refused(cluster):
+    cpus = len(os.sched_getaffinity(0))
+    done = cluster.tool("up", "--bind-cores", "--cpus", str(cpus + 1), check=False)
+    assert done.returncode == 1 and done.stdout == "", done
+    assert (
+        f"--bind-cores binds tasks to real CPUs: --cpus {cpus + 1} is more than the {cpus} "
+        "this machine has"
+    ) in done.stderr
+    assert not os.path.exists(f"{cluster.state_dir}/state.json")
+
+
 def test_down_after_controller_died_kills_leftover_steps(cluster, tmp_path):
     """down works on a broken cluster: slurmctld gone, a step still running."""
     cluster.up()

@@ -13,8 +13,10 @@ from launcher.slurm import MIB
 GIB = 1024**3
 
 
-def facts(host="n1", memory=64 * GIB, interfaces=None):
-    return HostFacts(0, host, memory, 8, interfaces or {"lo": ["127.0.0.1"], "eth0": ["10.0.0.1"]})
+def facts(host="n1", memory=64 * GIB, interfaces=None, cpus=8):
+    return HostFacts(
+        0, host, memory, cpus, interfaces or {"lo": ["127.0.0.1"], "eth0": ["10.0.0.1"]}
+    )
 
 
 def defaults(**overrides):
@@ -176,6 +178,28 @@ def test_local_directory_naming_a_variable_the_job_lacks_is_one_line(configured)
         f"local directory {configured!r} (config /etc/dask/site.yaml) uses ${name}, which "
         "is not set in this job: set it, or point --local-directory at a directory"
     )
+
+
+@pytest.mark.parametrize(
+    "cpus, options, noted",
+    [(1, Options(), True), (4, Options(), False), (1, Options(nthreads=4), False)],
+)
+def test_workers_bound_to_fewer_cores_than_they_get_threads_are_noted(cpus, options, noted):
+    """A plain srun on Slurm 22.05/23.02 binds each task to one core whatever sbatch's
+    --cpus-per-task; the workers still get that many threads. A --nthreads the user
+    chose is theirs to keep."""
+    env = {"SLURM_JOB_ID": "7", "SLURM_CPUS_PER_TASK": "4", "SLURM_NTASKS": "4"}
+    hosts = ("n1", "n1", "n2", "n2")
+    host_facts = {"n1": facts("n1", cpus=8), "n2": facts("n2", cpus=cpus)}
+    plan = plan_for(env=env, hosts=hosts, host_facts=host_facts, options=options)
+    assert plan.workers[0].nthreads == 4
+    expected = (
+        "worker ranks may run on 1 CPU(s) (on n2) but get 4 threads each (env "
+        "SLURM_CPUS_PER_TASK): start them with srun --cpus-per-task=$SLURM_CPUS_PER_TASK "
+        "(Slurm 22.05 and 23.02 do not pass sbatch's on to srun; the launcher's jobscripts do)"
+    )
+    assert plan.notes == ((expected,) if noted else ())
+    assert json.loads(plan.to_json())["notes"] == list(plan.notes)
 
 
 def test_interface_must_exist_on_every_host():

@@ -95,6 +95,11 @@ def three(slurm_three, tmp_path):
     return Submitter(slurm_three, tmp_path)
 
 
+@pytest.fixture
+def bound(slurm_bound, tmp_path):
+    return Submitter(slurm_bound, tmp_path)
+
+
 def test_saga_demo_sized_from_the_allocation(one):
     job = one.submit("--ntasks=4", "--cpus-per-task=2", "--mem-per-cpu=500M")
     assert one.finish(job) == ("COMPLETED", "0:0"), job.text
@@ -357,3 +362,41 @@ def test_three_nodes_with_other_mpis_under_srun(three, other_mpi):
     assert not NOISE.search(job.text), job.text
     assert "TCP connect" not in job.text, job.text  # Open MPI 4.1's thread race (admin guide)
     assert three.summary(job)["workers"] == 5
+
+
+CORES = """
+import os
+from distributed import get_client
+
+def seen(dask_worker):
+    return dask_worker.state.nthreads, len(os.sched_getaffinity(0))
+
+print("WORKER THREADS AND CPUS", sorted(get_client().run(seen).values()))
+"""
+
+PLAIN_SRUN = """#!/bin/bash
+#SBATCH --nodes=2 --ntasks=2 --cpus-per-task=2 --mem-per-cpu=500M
+export PATH="$LAUNCHER_VENV/bin:$PATH"
+exec srun python -m launcher "$@"
+"""
+
+
+def test_workers_get_the_cores_of_cpus_per_task_where_srun_binds_them(bound):
+    """Slurm 22.05 (the test Slurm) and 23.02 do not pass sbatch's --cpus-per-task on to
+    srun: a plain srun binds each task to one core while SLURM_CPUS_PER_TASK still says
+    2, and the worker ran 2 threads on 1 core. The jobscripts pass it on; a jobscript
+    that does not is told so in one line."""
+    path = bound.script("cores.py", CORES)
+    job = bound.submit("--nodes=2", "--ntasks=2", "--cpus-per-task=2", args=[path])
+    assert bound.finish(job) == ("COMPLETED", "0:0"), job.text
+    assert "WORKER THREADS AND CPUS [(2, 2)]" in job.text, job.text
+    assert "may run on" not in job.text, job.text
+
+    plain = bound.script("plain.sh", PLAIN_SRUN)
+    job = bound.submit("--cpus-per-task=2", jobscript=plain, args=[path])
+    assert bound.finish(job) == ("COMPLETED", "0:0"), job.text
+    assert "WORKER THREADS AND CPUS [(2, 1)]" in job.text, job.text
+    assert (
+        "launcher: worker ranks may run on 1 CPU(s) (on n2) but get 2 threads each (env "
+        "SLURM_CPUS_PER_TASK): start them with srun --cpus-per-task=$SLURM_CPUS_PER_TASK"
+    ) in job.text, job.text
