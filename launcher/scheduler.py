@@ -18,7 +18,8 @@ from concurrent.futures import Future
 from typing import Any
 
 from distributed import Scheduler
-from distributed.core import ErrorMessage, error_message
+from distributed.core import ErrorMessage, Status, error_message
+from distributed.utils import log_errors
 
 from launcher.dashboard import DashboardOnFirstVisit
 from launcher.plan import Plan
@@ -96,6 +97,7 @@ class SchedulerService:
         plan = self.plan
         async with self._make_scheduler() as scheduler:
             self.scheduler = scheduler
+            quiet_progress_feeds(scheduler)
             if not plan.nanny:
                 refuse_restarts(scheduler)
             if plan.dashboard:
@@ -109,6 +111,30 @@ class SchedulerService:
                     self._ready.set_result(scheduler.address)
                     await self._stop.wait()
             await scheduler.close(reason="launcher: job finished")
+
+
+def quiet_progress_feeds(scheduler: Scheduler) -> None:
+    """A script's ``distributed.progress(...)`` bar ends without a traceback at the end.
+
+    The bar reads the scheduler's ``feed`` handler, which notices that the bar closed its
+    connection only at its next write, an interval (100 ms) later. The launcher closes
+    the cluster sooner than that after the script's last line, closing the scheduler
+    cancels the handler, and ``log_errors`` around ``Scheduler.feed`` (distributed)
+    logged that CancelledError as an ERROR with a 10-line traceback after the job's
+    result. A LocalCluster takes longer than the interval to close, so it never shows.
+    Other errors of the handler are still logged.
+    """
+    feed = Scheduler.feed.__wrapped__  # under log_errors
+
+    @log_errors
+    async def quiet_when_closing(comm: Any, **kwargs: Any) -> None:
+        try:
+            await feed(scheduler, comm, **kwargs)
+        except asyncio.CancelledError:
+            if scheduler.status not in (Status.closing, Status.closed):
+                raise
+
+    scheduler.handlers["feed"] = quiet_when_closing
 
 
 def refuse_restarts(scheduler: Scheduler) -> None:

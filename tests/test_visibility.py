@@ -120,6 +120,25 @@ def test_progress_lines_are_plain_text_in_a_log(script):
     assert "\r" not in result.stderr and "\x1b" not in result.stderr
 
 
+DISTRIBUTEDS_PROGRESS_BAR = """
+import time
+from distributed import get_client, progress
+
+futures = get_client().map(lambda i: (time.sleep(0.2), i)[1], range(3))
+progress(futures)
+print("SUM", sum(get_client().gather(futures)))
+"""
+
+
+def test_distributeds_own_progress_bar_ends_without_a_traceback(script):
+    """distributed.progress() in a script: the scheduler's feed of the bar was cancelled
+    by the job's quick end and logged an ERROR with a traceback after the result."""
+    result = run(launcher_cmd("--no-progress", str(script(DISTRIBUTEDS_PROGRESS_BAR)), n=3))
+    assert_clean(result)
+    assert "100% Completed" in result.stdout and "SUM 3" in result.stdout, result
+    assert "Traceback" not in result.output and "ERROR" not in result.output, result
+
+
 def test_no_progress_flag(script):
     result = run(launcher_cmd("--progress-interval", "1", "--no-progress", str(script(SLOW))))
     assert_clean(result)
