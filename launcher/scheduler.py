@@ -19,7 +19,6 @@ from typing import Any
 
 from distributed import Scheduler
 from distributed.core import ErrorMessage, Status, error_message
-from distributed.utils import log_errors
 
 from launcher.dashboard import DashboardOnFirstVisit
 from launcher.plan import Plan
@@ -97,7 +96,10 @@ class SchedulerService:
         plan = self.plan
         async with self._make_scheduler() as scheduler:
             self.scheduler = scheduler
-            quiet_progress_feeds(scheduler)
+            if not plan.verbose:
+                quiet = QuietCancellationsOnClose(scheduler)
+                for handler in logging.getLogger("distributed").handlers:
+                    handler.addFilter(quiet)
             if not plan.nanny:
                 refuse_restarts(scheduler)
             if plan.dashboard:
@@ -113,28 +115,27 @@ class SchedulerService:
             await scheduler.close(reason="launcher: job finished")
 
 
-def quiet_progress_feeds(scheduler: Scheduler) -> None:
-    """A script's ``distributed.progress(...)`` bar ends without a traceback at the end.
+class QuietCancellationsOnClose(logging.Filter):
+    """No tracebacks for the requests the scheduler drops when the job ends.
 
-    The bar reads the scheduler's ``feed`` handler, which notices that the bar closed its
-    connection only at its next write, an interval (100 ms) later. The launcher closes
-    the cluster sooner than that after the script's last line, closing the scheduler
-    cancels the handler, and ``log_errors`` around ``Scheduler.feed`` (distributed)
-    logged that CancelledError as an ERROR with a 10-line traceback after the job's
-    result. A LocalCluster takes longer than the interval to close, so it never shows.
-    Other errors of the handler are still logged.
+    Closing the scheduler cancels every handler still waiting: a script's
+    ``distributed.progress(...)`` bar (its ``feed`` notices the closed bar only at its
+    next write, 100 ms later, and the launcher closes sooner), a task still in
+    ``Event.wait()`` or ``Semaphore.acquire()``. ``log_errors`` (distributed) logs each
+    such CancelledError as an ERROR with a 10-line traceback, after the job's result;
+    a LocalCluster prints them too. Errors of a running scheduler still show.
     """
-    feed = Scheduler.feed.__wrapped__  # under log_errors
 
-    @log_errors
-    async def quiet_when_closing(comm: Any, **kwargs: Any) -> None:
-        try:
-            await feed(scheduler, comm, **kwargs)
-        except asyncio.CancelledError:
-            if scheduler.status not in (Status.closing, Status.closed):
-                raise
+    def __init__(self, scheduler: Scheduler) -> None:
+        super().__init__()
+        self.scheduler = scheduler
 
-    scheduler.handlers["feed"] = quiet_when_closing
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.exc_info
+            and isinstance(record.exc_info[1], asyncio.CancelledError)
+            and self.scheduler.status in (Status.closing, Status.closed)
+        )
 
 
 def refuse_restarts(scheduler: Scheduler) -> None:
