@@ -11,6 +11,7 @@ cluster; and whatever any of them prints reaches the job's log line by line.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import sys
 import zipfile
@@ -42,6 +43,19 @@ def print_as_it_goes() -> None:
     if not sys.stdout.line_buffering and not sys.stdout.isatty():
         with suppress(AttributeError, ValueError):  # replaced or closed
             sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+
+
+def start_method_left_to_the_script() -> None:
+    """multiprocessing's default start method is the script's to choose, as under python.
+
+    CPython fixes it while it prepares a child started through a fork server
+    (``spawn.get_preparation_data`` asks ``get_start_method()``), and in one process (no
+    mpirun) the nanny starts its worker that way before the script runs: the script's
+    own ``multiprocessing.set_start_method("spawn")`` at its top, as PyTorch scripts
+    have, raised "context has already been set". The launcher never relies on the
+    default: its nannies name their method in Dask's config.
+    """
+    multiprocessing.set_start_method(None, force=True)
 
 
 def children_find_the_cluster() -> None:

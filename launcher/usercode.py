@@ -34,6 +34,7 @@ from launcher.script_context import (
     children_find_the_cluster,
     import_beside_the_script,
     print_as_it_goes,
+    start_method_left_to_the_script,
     workers_follow_the_script,
 )
 
@@ -155,6 +156,7 @@ def run_target(target: Target) -> int:
     before it exits; return its exit status."""
     print_as_it_goes()
     children_find_the_cluster()
+    start_method_left_to_the_script()
     before = set(threading.enumerate())
     with _exit_functions() as registered:
         status = _exit_status_of(lambda: _run_main(target))

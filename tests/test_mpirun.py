@@ -949,6 +949,31 @@ def test_a_multiprocessing_pool_ends_quietly(tmp_path, where, method, n):
     assert "leaked" not in result.stderr, result
 
 
+SETS_ITS_START_METHOD = """
+import multiprocessing
+
+def square(x):
+    return x * x
+
+if __name__ == "__main__":
+    multiprocessing.set_start_method("spawn")
+    with multiprocessing.Pool(2) as pool:
+        print("SQUARES", pool.map(square, range(4)), multiprocessing.get_start_method())
+    from distributed import get_client
+    print("TASK", get_client().submit(square, 5).result())
+"""
+
+
+@pytest.mark.parametrize("n", [None, 3])
+def test_the_script_sets_multiprocessings_start_method_as_under_python(script, n):
+    """In one process the nanny's worker, started through the fork server before the
+    script, had fixed the default start method: the script's set_start_method("spawn")
+    at its top raised "context has already been set"."""
+    result = run(launcher_cmd(str(script(SETS_ITS_START_METHOD)), n=n), timeout=60)
+    assert_clean(result)
+    assert "SQUARES [0, 1, 4, 9] spawn" in result.stdout and "TASK 25" in result.stdout, result
+
+
 def test_the_job_waits_for_the_threads_the_script_started_as_python_does(script):
     # The script's end used to end the job at once, cutting off a background thread
     # that was still computing and writing its results.
