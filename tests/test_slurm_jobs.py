@@ -400,3 +400,8 @@ def test_workers_get_the_cores_of_cpus_per_task_where_srun_binds_them(bound):
         "launcher: worker ranks may run on 1 CPU(s) (on n2) but get 2 threads each (env "
         "SLURM_CPUS_PER_TASK): start them with srun --cpus-per-task=$SLURM_CPUS_PER_TASK"
     ) in job.text, job.text
+
+    job = bound.submit("--cpus-per-task=2", jobscript=plain, args=["--check"])
+    assert bound.finish(job) == ("COMPLETED", "0:0"), job.text
+    plan = re.search(r"^ +plan +warn +compact, 2 ranks .*$", job.text, re.M)
+    assert plan and "-> fix: worker ranks may run on 1 CPU(s) (on n2)" in plan[0], job.text
