@@ -156,7 +156,9 @@ def test_a_site_configs_local_directory_names_the_jobs_scratch(script, tmp_path)
     (tmp_path / "site.yaml").write_text("launcher:\n  local-directory: $LOCALSCRATCH/dask\n")
     scratch = tmp_path / "localscratch"
     env = {"DASK_CONFIG": str(tmp_path), "LOCALSCRATCH": str(scratch)}
-    result = run(launcher_cmd(str(script(SPILL_DIRECTORIES)), n=3), env=env, timeout=90)
+    result = run(
+        launcher_cmd(str(script(SPILL_DIRECTORIES)), n=3), env=env, cwd=tmp_path, timeout=90
+    )
     assert result.returncode == 0, result
     directories = json.loads(result.stdout.replace("'", '"'))
     assert len(directories) == 2, result
