@@ -97,11 +97,17 @@ def ipv4_interfaces() -> dict[str, list[str]]:
     }
 
 
+def _usable_cpus() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1  # no affinity to read (macOS): the machine's
+
+
 def gather_local(rank: int) -> HostFacts:
     return HostFacts(
         rank=rank,
         hostname=socket.gethostname(),
         memory_bytes=usable_memory(),
-        cpus=len(os.sched_getaffinity(0)),
+        cpus=_usable_cpus(),
         interfaces=ipv4_interfaces(),
     )
