@@ -399,7 +399,7 @@ def test_without_kill_on_bad_exit_the_launcher_notices_by_itself(one, layout, vi
     # srun as a user may call it by hand: no --kill-on-bad-exit, so a dead task does not
     # end the others. The client's heartbeat (or its lost scheduler) ends the job anyway.
     text = (JOBSCRIPTS / "saga.sh").read_text()
-    assert "srun --kill-on-bad-exit=1 python" in text
+    assert "exec srun --kill-on-bad-exit=1 " in text
     jobscript = one.script("by-hand.sh", text.replace("--kill-on-bad-exit=1 ", ""))
     path = one.script("sleepy.py", SLEEPY)
     job = one.submit("--ntasks=4", jobscript=jobscript, args=["--layout", layout, path])
