@@ -14,7 +14,6 @@ import contextlib
 import getpass
 import logging
 import os
-import sys
 import threading
 import time
 from typing import NoReturn
@@ -67,7 +66,7 @@ class ClientRank:
                 raise
             except Exception as err:
                 self.summary.error = str(err) if isinstance(err, ClusterError) else describe(err)
-                print(f"launcher: {self.summary.error}", file=sys.stderr, flush=True)
+                self.watch.say_once(self.summary.error)
                 self.watch.raising = False
                 return self.end(1, ran=False)
             self.ready_at = time.monotonic()
@@ -358,7 +357,7 @@ class ClientRank:
             if message is None:
                 failed = self.comm.poll(FAILED)
                 if failed is not None:
-                    log.warning("%s", failed[1])
+                    self.watch.say_once(failed[1])
                     continue
                 time.sleep(0.002)
                 continue

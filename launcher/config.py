@@ -101,6 +101,20 @@ def text(raw: Any) -> str:
     return raw
 
 
+def listen_address(raw: Any) -> str:
+    """``host:port``, ``:port`` or a bare port (made ``:port``), the port 0-65535.
+
+    distributed took ``:99999`` for a port in use and served the dashboard elsewhere,
+    saying "is taken"."""
+    value = "" if isinstance(raw, bool) else str(raw).strip()
+    _, colon, port = value.rpartition(":")
+    if not (port.isdigit() and int(port) <= 65535):
+        raise ConfigError(
+            f"expected an address such as :8787 or localhost:8787 (port 0-65535), got {raw!r}"
+        )
+    return value if colon else f":{port}"
+
+
 def boolean(raw: Any) -> bool:
     if isinstance(raw, bool):
         return raw
@@ -125,7 +139,7 @@ VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "progress": boolean,
     "progress-interval": seconds,
     "login-host": text,
-    "dashboard-address": text,
+    "dashboard-address": listen_address,
     "startup-timeout": seconds,
     "shutdown-timeout": seconds,
     "interrupt-grace": seconds,

@@ -134,6 +134,8 @@ class ClientWatch:
         self.cause: Interrupted | None = None
         #: What each rank that reported a failure said (the last report of each).
         self.failures: dict[int, str] = {}
+        self._said: set[str] = set()
+        self._said_lock = threading.Lock()
         self.raising = False  # raise in the main thread only while user code may run
         self.ending = False  # the main thread is closing the job: no emergency needed
         self._to_raise: Interrupted | None = None
@@ -184,6 +186,16 @@ class ClientWatch:
 
     def report_failure(self, rank: int, message: str) -> None:
         self.failures[rank] = message
+        self.say_once(message)
+
+    def say_once(self, message: str) -> None:
+        """A line for the job log, unless it is there already: the worker ranks of a node
+        that cannot start fail alike, and their reports reach this watch's thread and the
+        main thread, whichever polls first."""
+        with self._said_lock:
+            if message in self._said:
+                return
+            self._said.add(message)
         log.warning("%s", message)
 
     def _overdue(self) -> None:

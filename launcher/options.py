@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from launcher import __version__
-from launcher.config import LAYOUTS, ConfigError, memory_bytes, positive_int, seconds, text
+from launcher.config import (
+    LAYOUTS,
+    ConfigError,
+    listen_address,
+    memory_bytes,
+    positive_int,
+    seconds,
+    text,
+)
 
 
 class UsageError(Exception):
@@ -145,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     net.add_argument(
         "--dashboard-address",
-        type=_checked(text),
+        type=_checked(listen_address),
         metavar="ADDR",
         help="dashboard address (default :8787; a taken port falls back to a free one)",
     )

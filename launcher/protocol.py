@@ -110,15 +110,19 @@ def prepare_directory(me: RankPlan) -> str | None:
     wrong, in words for the job log, if it cannot be made."""
     if not me.local_directory:
         return None
-    try:
-        os.makedirs(os.path.dirname(me.local_directory), mode=0o700, exist_ok=True)
-        os.makedirs(me.local_directory, mode=0o700, exist_ok=True)
-    except OSError as err:
-        return (
-            f"worker rank {me.rank} on {me.host} cannot create its local directory "
-            f"{me.local_directory}: {err.strerror}; point --local-directory (or "
-            "DASK_LAUNCHER__LOCAL_DIRECTORY) at a writable directory"
-        )
+    # The job's directory first, and said without the rank: every worker rank of the
+    # node fails the same way there, and the client rank says a message once.
+    for directory, whose in (
+        (os.path.dirname(me.local_directory), f"the job's local directory on {me.host}"),
+        (me.local_directory, f"worker rank {me.rank} on {me.host}: its local directory"),
+    ):
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        except OSError as err:
+            return (
+                f"cannot create {whose} {directory}: {err.strerror}; point "
+                "--local-directory (or DASK_LAUNCHER__LOCAL_DIRECTORY) at a writable directory"
+            )
     return None
 
 

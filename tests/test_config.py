@@ -8,6 +8,7 @@ import pytest
 
 from launcher.config import (
     ConfigError,
+    listen_address,
     memory_bytes,
     positive_int,
     read_settings,
@@ -28,7 +29,12 @@ def test_validators():
     assert positive_int("3") == 3
     assert memory_bytes("1GiB") == 1024**3 and memory_bytes(500) == 500
     assert seconds("2m") == 120.0 and seconds(5) == 5.0
+    assert listen_address(":8787") == ":8787" and listen_address(8787) == ":8787"
+    assert listen_address("[::1]:0") == "[::1]:0" and listen_address("n1:8788") == "n1:8788"
     for check, bad in [
+        (listen_address, ":99999"),
+        (listen_address, "localhost"),
+        (listen_address, True),
         (positive_int, 0),
         (positive_int, True),
         (memory_bytes, "12XB"),

@@ -75,6 +75,7 @@ def test_every_flag():
         (["--layout", "sideways"], "argument --layout: invalid choice"),
         (["--bogus"], "unrecognized arguments: --bogus"),
         (["--startup-timeout", "-3"], "argument --startup-timeout"),
+        (["--dashboard-address", ":99999"], "argument --dashboard-address: expected an address"),
         (["-m"], "argument -m: expected one argument"),
         (["-c"], "argument -c: expected one argument"),
     ],
