@@ -42,7 +42,17 @@ class SchedulerService:
     def start(self) -> str:
         """The scheduler's address once it listens; raises what stopped it from starting."""
         self._thread.start()
-        return self._ready.result(timeout=self.plan.startup_timeout)
+        try:
+            return self._ready.result(timeout=self.plan.startup_timeout)
+        except OSError as err:  # which of its addresses, distributed does not say
+            plan = self.plan
+            where = (
+                f"interface {plan.interface or 'not set'}, dashboard address "
+                f"{plan.dashboard_address if plan.dashboard else 'none'}"
+            )
+            raise OSError(
+                err.errno, f"{err.strerror} ({where}); check --interface and --dashboard-address"
+            ) from err
 
     def stop(self, timeout: float) -> bool:
         """Close and wait up to ``timeout``; False if the thread is still running."""

@@ -1163,8 +1163,14 @@ def test_an_mpi_init_that_never_returns_ends_the_job_in_time():
 
 
 def test_no_worker_rank_waits_when_the_scheduler_cannot_start(script):
-    # A dashboard address that cannot be parsed fails the scheduler on rank 0 only.
-    result = run(launcher_cmd("--dashboard-address", "not-an-address:xx"))
+    # A dashboard address that is not this node's (TEST-NET-3) fails the scheduler on
+    # rank 0 only.
+    result = run(launcher_cmd("--dashboard-address", "203.0.113.5:8787"))
     assert result.returncode != 0 and not result.leftovers, result
     assert result.stderr.count("the scheduler did not start") == 1, result
+    assert re.search(
+        r"Cannot assign requested address \(interface \w+, dashboard address "
+        r"203\.0\.113\.5:8787\); check --interface and --dashboard-address",
+        result.stderr,
+    ), result
     assert result.seconds < 30
