@@ -262,6 +262,8 @@ def _expand(path: str, source: str, env: Mapping[str, str]) -> str:
 
     if path == "~" or path.startswith("~/"):
         path = value("HOME") + path[1:]
+    elif path.startswith("~"):
+        path = os.path.expanduser(path)  # ~user: from the password database
     return _VARIABLE.sub(lambda m: value(m.group(1) or m.group(2)), path)
 
 

@@ -158,6 +158,7 @@ def test_local_directory_flag():
         ("${USERWORK}/spill", "/cluster/work/users/me/spill"),
         ("~/spill", "/home/me/spill"),
         ("~", "/home/me"),
+        ("~root/spill", "/root/spill"),
         ("spill", "/home/me/job/spill"),
         ("../spill/", "/home/me/spill"),
     ],
