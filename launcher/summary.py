@@ -35,6 +35,8 @@ class Summary:
     shutdown_seconds: float | None = None
     target: dict[str, Any] = field(default_factory=dict)
     worker_hosts: list[str] = field(default_factory=list)
+    #: What the planner noticed that cost the job (workers with fewer cores than threads).
+    notes: list[str] = field(default_factory=list)
     error: str | None = None
 
     @classmethod
@@ -50,6 +52,7 @@ class Summary:
             memory_limit_bytes=min(w.memory_limit or 0 for w in workers) if workers else None,
             target=plan.target.to_dict(),
             worker_hosts=[w.host for w in workers],
+            notes=list(plan.notes),
         )
 
     def write(self, path: str) -> None:

@@ -377,7 +377,7 @@ print("WORKER THREADS AND CPUS", sorted(get_client().run(seen).values()))
 PLAIN_SRUN = """#!/bin/bash
 #SBATCH --nodes=2 --ntasks=2 --cpus-per-task=2 --mem-per-cpu=500M
 export PATH="$LAUNCHER_VENV/bin:$PATH"
-exec srun python -m launcher "$@"
+exec srun python -m launcher --summary "dask-summary-${SLURM_JOB_ID}.json" "$@"
 """
 
 
@@ -390,12 +390,14 @@ def test_workers_get_the_cores_of_cpus_per_task_where_srun_binds_them(bound):
     job = bound.submit("--nodes=2", "--ntasks=2", "--cpus-per-task=2", args=[path])
     assert bound.finish(job) == ("COMPLETED", "0:0"), job.text
     assert "WORKER THREADS AND CPUS [(2, 2)]" in job.text, job.text
-    assert "may run on" not in job.text, job.text
+    assert "may run on" not in job.text and bound.summary(job)["notes"] == [], job.text
 
     plain = bound.script("plain.sh", PLAIN_SRUN)
     job = bound.submit("--cpus-per-task=2", jobscript=plain, args=[path])
     assert bound.finish(job) == ("COMPLETED", "0:0"), job.text
     assert "WORKER THREADS AND CPUS [(2, 1)]" in job.text, job.text
+    [note] = bound.summary(job)["notes"]  # for the morning after, too
+    assert note.startswith("worker ranks may run on 1 CPU(s) (on n2)"), note
     assert (
         "launcher: worker ranks may run on 1 CPU(s) (on n2) but get 2 threads each (env "
         "SLURM_CPUS_PER_TASK): start them with srun --cpus-per-task=$SLURM_CPUS_PER_TASK"
