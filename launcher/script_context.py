@@ -205,16 +205,20 @@ def workers_follow_the_script() -> Iterator[None]:
     them comes after. An asynchronous client cannot wait there and is left as it was."""
     changes = _ScriptChanges()
     sent = _ScriptSetup()
+    replacing = False
 
     def first_pass_on(original: Callable[..., Any]) -> Callable[..., Any]:
         def sending(client: Client, *args: Any, **kwargs: Any) -> Any:
-            nonlocal sent
+            nonlocal sent, replacing
             if not client.asynchronous and changes.since_last_look():
                 setup = changes.setup()
                 if setup != sent:
                     sent = setup
                     try:
+                        if replacing:  # distributed warns of a taken scheduler plugin name
+                            client.unregister_scheduler_plugin(_OnScheduler.name)
                         client.register_plugin(_OnScheduler(setup))
+                        replacing = True
                         client.register_plugin(_OnWorkers(setup))
                     except Exception as err:  # the user's call goes on
                         # A worker closing meanwhile fails the broadcast; the scheduler

@@ -713,6 +713,8 @@ def seen():
 client = Client()
 print("SEEN", sorted(set(client.run(seen).values())))  # client.run passes them on too
 print("RESULT", sum(client.gather(client.map(square, range(10)))), client.submit(half, 8).result())
+os.environ["LAUNCHER_TEST_LATER"] = "set later"  # a second change
+print("LATER", set(client.run(os.environ.get, "LAUNCHER_TEST_LATER").values()))
 if "--restart" in sys.argv:
     client.restart()
     print("AGAIN", sum(client.gather(client.map(square, range(4)))))
@@ -743,6 +745,8 @@ def test_what_the_script_sets_up_in_sys_path_and_environ_reaches_the_workers(tmp
     assert_clean(result)
     assert "RESULT 285 4" in result.stdout, result
     assert "SEEN [(0, 1, 'FALSE', None)]" in result.stdout, result
+    assert "LATER {'set later'}" in result.stdout, result
+    assert "Warning" not in result.stderr, result  # distributed's on a replaced plugin
     assert flags or "AGAIN 14\nSEEN AGAIN [(0, 1, 'FALSE', None)]" in result.stdout, result
 
 
