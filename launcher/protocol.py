@@ -114,7 +114,7 @@ def prepare_directory(me: RankPlan) -> str | None:
     # node fails the same way there, and the client rank says a message once.
     for directory, whose in (
         (os.path.dirname(me.local_directory), f"the job's local directory on {me.host}"),
-        (me.local_directory, f"worker rank {me.rank} on {me.host}: its local directory"),
+        (me.local_directory, f"the local directory of worker rank {me.rank} on {me.host}"),
     ):
         try:
             os.makedirs(directory, mode=0o700, exist_ok=True)
