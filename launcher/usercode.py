@@ -150,23 +150,67 @@ def hard_exits_end_the_job(end_job: Callable[[int], NoReturn]) -> Iterator[None]
         os._exit = original
 
 
-def run_target(target: Target) -> int:
+def run_target(target: Target) -> tuple[int, dict[str, Any]]:
     """Run the target as ``__main__`` in this (the main) thread, then wait for the
     threads it started and run the exit functions it registered, as ``python`` does
-    before it exits; return its exit status."""
+    before it exits; return its exit status and its global namespace.
+
+    The caller keeps that namespace until it has closed the job's clients, and then
+    passes it to ``finalize``: Python, too, clears ``__main__`` only after its exit
+    functions, distributed's among them, which closes the clients. Freed as the script
+    returned, every future it still held (``futures = client.map(f, items)`` at its top
+    level) sent the scheduler a message of its own: 3 s after a script that kept
+    50,000, before the job could end."""
     print_as_it_goes()
     children_find_the_cluster()
     start_method_left_to_the_script()
     before = set(threading.enumerate())
-    with _exit_functions() as registered:
+    with _exit_functions() as registered, _main_namespace_caught() as caught:
         status = _exit_status_of(lambda: _run_main(target))
         waited = _exit_status_of(lambda: _join_threads_started_since(before))
     status = _run_exit_functions(registered) or waited or status
-    # What the script dropped is finalized, as Python's exit would: a multiprocessing
-    # Pool's semaphores are unlinked (without it multiprocessing's resource tracker
-    # warned of "leaked semaphore objects" at the end of a script that used one).
+    return status, caught[0] if caught else {}
+
+
+def finalize(namespace: dict[str, Any]) -> None:
+    """Free what the script left, as Python's exit would: its open files are flushed
+    and closed, a multiprocessing Pool's semaphores unlinked (without it
+    multiprocessing's resource tracker warned of "leaked semaphore objects").
+
+    The namespace is cleared, as Python's exit clears ``__main__``, so that its objects
+    go one by one. Left to the garbage collector (the functions a script defines hold
+    its namespace in a reference cycle) they went in any order, and a file the script
+    wrote and never closed came out empty: its raw file was closed before the buffer
+    above it was flushed."""
+    namespace.clear()
     gc.collect()
-    return status
+
+
+@contextmanager
+def _main_namespace_caught() -> Iterator[list[dict[str, Any]]]:
+    """While inside, the namespace the target runs in is caught as its top level
+    starts, by a profile hook that removes itself there.
+
+    runpy runs a script or module in a module of its own and returns a copy of its
+    namespace (nothing when the script raises), while the functions the script defines
+    hold the module's own."""
+    caught: list[dict[str, Any]] = []
+
+    def profile(frame: types.FrameType, event: str, arg: Any) -> None:
+        if (
+            event == "call"
+            and frame.f_code.co_name == "<module>"
+            and frame.f_globals.get("__name__") == "__main__"
+        ):
+            sys.setprofile(None)
+            caught.append(frame.f_globals)
+
+    sys.setprofile(profile)
+    try:
+        yield caught
+    finally:
+        if sys.getprofile() is profile:  # the target never started
+            sys.setprofile(None)
 
 
 def _run_main(target: Target) -> None:

@@ -234,6 +234,7 @@ class MPINanny(_StopListening, Nanny):
     ) -> None:
         kwargs.setdefault("worker_class", NannyChildWorker)
         super().__init__(*args, **kwargs)
+        self._job_finished = False
         self._listen_for_stop(stop_check, ready, lost)
 
     def close_gracefully(self, reason: str = "nanny-close-gracefully") -> None:
@@ -252,11 +253,20 @@ class MPINanny(_StopListening, Nanny):
             with contextlib.suppress(ValueError, OSError):
                 process.child_stop_q.put({"op": "stop", "reason": reason})
 
+    async def _on_worker_exit(self, exitcode: int) -> None:
+        # distributed's starts a new worker process when the nanny is not closing yet,
+        # which it is not while _stop below kills the worker: at the job's end a nanny
+        # started a worker that then failed to register ("name taken") and left its
+        # semaphores behind.
+        if not self._job_finished:
+            await super()._on_worker_exit(exitcode)
+
     async def _stop(self) -> None:
         # Nanny.close asks the worker to finish its running tasks first (executor_wait);
         # the job is over, so stop it without waiting, then close the nanny. A worker
         # still starting (say, restarting after its scheduler died) would make the
         # graceful way wait for it to come up: it is killed instead.
+        self._job_finished = True
         worker = self.process
         if worker is not None and worker.process is not None:
             with contextlib.suppress(Exception):

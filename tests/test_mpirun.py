@@ -1024,6 +1024,51 @@ def test_exit_functions_of_the_script_run_as_under_python(script):
     assert "ValueError: broken exit function" in result.stderr, result
 
 
+LEAVES_ITS_RESULTS = """
+import sys, threading, time
+from distributed import Client, wait
+
+
+class Freed:
+    def __del__(self):
+        print("FREED with the client", self.client.status, flush=True)
+
+
+client = Client()
+data = client.scatter(list(range(2000)))
+futures = client.map(lambda x: x + 1, data[:300])
+wait(futures)
+# A daemon thread that still holds the results when the job ends.
+threading.Thread(target=lambda held: time.sleep(60), args=((data, futures),), daemon=True).start()
+out = open(sys.argv[1], "w")  # never closed
+out.write("written")
+freed = Freed()
+freed.client = client
+print("END", flush=True)
+if sys.argv[2] == "raise":
+    raise ValueError("failed with its results held")
+"""
+
+
+@pytest.mark.parametrize("layout, end, code", [("compact", "return", 0), ("dedicated", "raise", 1)])
+def test_what_the_script_leaves_goes_as_at_pythons_exit(script, tmp_path, layout, end, code):
+    # Workers closing under results a client still held made the scheduler recompute
+    # them on the workers left and log "caused the cluster to lose" (with 50,000
+    # futures: seconds of it, past the shutdown timeout, and a job that had succeeded
+    # failed). The script's objects were freed before the clients closed, or never,
+    # and a file it had not closed came out empty.
+    summary, out = tmp_path / "summary.json", tmp_path / "out.txt"
+    path = script(LEAVES_ITS_RESULTS)
+    flags = ["-v", "--layout", layout, "--summary", str(summary)]
+    result = run(launcher_cmd(*flags, str(path), str(out), end), timeout=60)
+    assert_clean(result, code)
+    assert "END" in result.stdout, result
+    assert "caused the cluster to lose" not in result.stderr, result
+    assert "FREED with the client closed" in result.stdout, result
+    assert out.read_text() == "written", result
+    assert json.loads(summary.read_text())["status"] == ("ok" if code == 0 else "failed")
+
+
 HARD_EXIT = """
 import os, sys, threading, time, multiprocessing
 from distributed import Client
