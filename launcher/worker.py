@@ -18,18 +18,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import multiprocessing
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 
+from dask.utils import format_bytes
 from distributed import Nanny, Worker
 from tornado.ioloop import PeriodicCallback
 
 from launcher.interrupt import SIGNALS
 from launcher.script_context import print_as_it_goes
+
+log = logging.getLogger("launcher")
 
 #: How soon a worker notices the job's end.
 STOP_POLL_SECONDS = 0.01
@@ -224,6 +229,8 @@ class NannyChildWorker(LauncherWorker):
 class MPINanny(_StopListening, Nanny):
     """A ``distributed.Nanny`` in the MPI rank, its worker in a child process."""
 
+    _memory_stop_seen = -1  # distributed's NannyMemoryManager._last_terminated_pid
+
     def __init__(
         self,
         *args,
@@ -234,7 +241,6 @@ class MPINanny(_StopListening, Nanny):
     ) -> None:
         kwargs.setdefault("worker_class", NannyChildWorker)
         super().__init__(*args, **kwargs)
-        self._job_finished = False
         self._listen_for_stop(stop_check, ready, lost)
 
     def close_gracefully(self, reason: str = "nanny-close-gracefully") -> None:
@@ -258,15 +264,47 @@ class MPINanny(_StopListening, Nanny):
         # which it is not while _stop below kills the worker: at the job's end a nanny
         # started a worker that then failed to register ("name taken") and left its
         # semaphores behind.
-        if not self._job_finished:
-            await super()._on_worker_exit(exitcode)
+        if self._closing is not None:
+            return
+        if exitcode:
+            log.warning("%s", self._why_the_worker_process_ended(exitcode))
+        await super()._on_worker_exit(exitcode)
+
+    def _why_the_worker_process_ended(self, exitcode: int) -> str:
+        """One line for the job's log. distributed says it only in a warning that the
+        launcher hides without -v, so a job showed just "marked as failed because 4
+        workers died" (KilledWorker) and not that they ran out of memory."""
+        where = f"worker rank {self.name} on {socket.gethostname()}"
+        memory = self.memory_manager
+        # distributed's memory monitor stopped the process that just exited if the pid
+        # it stopped last changed since the previous exit.
+        last = getattr(memory, "_last_terminated_pid", -1)  # a private attribute
+        stopped, self._memory_stop_seen = self._memory_stop_seen, last
+        if last != stopped:
+            return (
+                f"{where}: its worker process went over "
+                f"{memory.memory_terminate_fraction:.0%} of its memory limit "
+                f"({format_bytes(memory.memory_limit or 0)}) and is restarted; a task that "
+                "needs more fails with KilledWorker: give workers more memory "
+                "(--mem-per-cpu, --cpus-per-task, --memory-limit) or use smaller chunks"
+            )
+        if exitcode == -signal.SIGKILL:
+            return (
+                f"{where}: its worker process was killed (SIGKILL: on a compute node most "
+                "often the kernel's out-of-memory killer) and is restarted"
+            )
+        if exitcode < 0:
+            return (
+                f"{where}: its worker process died of {signal.Signals(-exitcode).name} "
+                "and is restarted"
+            )
+        return f"{where}: its worker process exited with status {exitcode} and is restarted"
 
     async def _stop(self) -> None:
         # Nanny.close asks the worker to finish its running tasks first (executor_wait);
         # the job is over, so stop it without waiting, then close the nanny. A worker
         # still starting (say, restarting after its scheduler died) would make the
         # graceful way wait for it to come up: it is killed instead.
-        self._job_finished = True
         worker = self.process
         if worker is not None and worker.process is not None:
             with contextlib.suppress(Exception):

@@ -40,6 +40,8 @@ def kill_a_worker_process(job) -> None:
     result = job.finish(timeout=90)
     assert_clean(result)
     assert f"RESULT {2 * sum(range(40))} NEW WORKERS 1" in result.stdout
+    # Said in one line, which distributed logs only as a hidden warning.
+    assert result.stderr.count("its worker process was killed (SIGKILL") == 1, result
 
 
 def test_a_killed_worker_process_is_restarted_and_the_job_succeeds(script):
@@ -222,6 +224,9 @@ def test_a_task_over_the_memory_limit_restarts_its_worker_not_the_job(script):
     assert_clean(result)
     assert "KILLED KilledWorker" in result.stdout
     assert "AFTER 42 3" in result.stdout
+    # Why the workers died, which distributed logs only as a hidden warning.
+    said = "its worker process went over 95% of its memory limit (300.00 MiB) and is restarted"
+    assert result.stderr.count(said) == 2, result  # allowed-failures 1: two workers
 
 
 SLEEPY = """
