@@ -295,8 +295,8 @@ class MPINanny(_StopListening, Nanny):
             )
         if exitcode < 0:
             return (
-                f"{where}: its worker process died of {signal.Signals(-exitcode).name} "
-                "and is restarted"
+                f"{where}: its worker process died of signal {-exitcode} "
+                f"({signal.strsignal(-exitcode)}) and is restarted"
             )
         return f"{where}: its worker process exited with status {exitcode} and is restarted"
 
