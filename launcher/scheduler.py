@@ -170,11 +170,6 @@ class JobScheduler(Scheduler):
         else:
             self.clients.pop(client, None)
 
-    def client_releases_keys(self, keys: Any, client: str, stimulus_id: str | None = None) -> None:
-        # Sent for each future the script's objects drop while the job ends.
-        if not self.job_over:
-            super().client_releases_keys(keys, client, stimulus_id)
-
 
 class QuietCancellationsOnClose(logging.Filter):
     """No tracebacks for the requests the scheduler drops when the job ends.
