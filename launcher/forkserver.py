@@ -92,23 +92,26 @@ def _serve(listener: socket.socket, alive_r: int, alive_w: int) -> None:
 
 
 def _fork_server() -> None:
+    """Without the server's lock: the rank has one thread here, and a lock held across
+    the fork stays held in the server and in every worker process forked from it, where
+    a task's ``multiprocessing.Pool`` (``distributed.worker.daemon: false``) waited for
+    it forever."""
     server = forkserver._forkserver
-    with server._lock:
-        listener = socket.socket(socket.AF_UNIX)
-        address = connection.arbitrary_address("AF_UNIX")
-        listener.bind(address)
-        if not util.is_abstract_socket_namespace(address):
-            os.chmod(address, 0o600)
-        listener.listen()
-        alive_r, alive_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            _serve(listener, alive_r, alive_w)
-        listener.close()
-        os.close(alive_r)
-        server._forkserver_address = address
-        server._forkserver_alive_fd = alive_w
-        server._forkserver_pid = pid
+    listener = socket.socket(socket.AF_UNIX)
+    address = connection.arbitrary_address("AF_UNIX")
+    listener.bind(address)
+    if not util.is_abstract_socket_namespace(address):
+        os.chmod(address, 0o600)
+    listener.listen()
+    alive_r, alive_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        _serve(listener, alive_r, alive_w)
+    listener.close()
+    os.close(alive_r)
+    server._forkserver_address = address
+    server._forkserver_alive_fd = alive_w
+    server._forkserver_pid = pid
 
 
 def _track_resources(alive_r: int) -> None:
@@ -130,13 +133,12 @@ def _fork_resource_tracker() -> None:
     pipe. Forked from the rank, before MPI_Init, it costs a fork. Driven through the
     attributes in ``_TRACKER_STATE``; it is ``main`` that runs in the child."""
     tracker = resource_tracker._resource_tracker
-    with tracker._lock:
-        alive_r, alive_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            _track_resources(alive_r)
-        os.close(alive_r)
-        tracker._fd, tracker._pid = alive_w, pid
+    alive_r, alive_w = os.pipe()
+    pid = os.fork()  # without the tracker's lock, as in _fork_server
+    if pid == 0:
+        _track_resources(alive_r)
+    os.close(alive_r)
+    tracker._fd, tracker._pid = alive_w, pid
 
 
 def start_worker_helpers(fork_server: bool) -> None:

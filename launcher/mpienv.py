@@ -5,7 +5,8 @@ MPI, or ``srun`` with the wrong ``--mpi`` plugin), every process comes up as ran
 a world of one and would start a cluster of its own. The launcher's environment
 variables still tell how many processes were meant to be one job; comparing the two
 catches the mistake before anything starts. Pure: reads only the mapping it is given,
-except ``close_pmi_connection``, for the processes a rank forks before MPI_Init.
+except ``close_pmi_connection`` and ``leave_mpi_job``, for the processes a rank starts
+that are not ranks themselves.
 """
 
 from __future__ import annotations
@@ -43,6 +44,61 @@ def close_pmi_connection() -> None:
     if pmi_fd.isdigit():
         with contextlib.suppress(OSError):
             os.close(int(pmi_fd))
+
+
+#: Variables an MPI process launcher (mpirun, mpiexec.hydra, srun's MPI plugins) gives
+#: each process it starts to tell it its place in the job. Settings a user or site made
+#: share some prefixes and are kept: OMPI_MCA_*, PMIX_MCA_*, PRTE_MCA_*, HYDRA_* (what
+#: a nested mpiexec reads), OMPI_ALLOW_RUN_AS_ROOT*. Slurm's SLURM_STEP_* too: Open MPI
+#: 4 takes a process in a job step that finds no PMIx server for one that srun failed
+#: to start, and aborts ("direct launched using srun, but OMPI was not built with
+#: SLURM's PMI support"); the job's variables (SLURM_JOB_ID, ...) stay.
+_PLACE_PREFIXES = (
+    "PMI_",
+    "PMI2_",
+    "PMIX_",
+    "PRTE_",
+    "HYDI_",
+    "HYDRA_BSTRAP_",
+    "OMPI_",
+    "SLURM_STEP",
+)
+_PLACE_NAMES = ("MPI_LOCALRANKID", "MPI_LOCALNRANKS")
+_SETTING_PREFIXES = ("OMPI_MCA_", "PMIX_MCA_", "PRTE_MCA_", "OMPI_ALLOW_RUN_AS_ROOT")
+#: Open MPI 4's mpirun also passes the place as MCA settings of its runtime.
+_PLACE_MCA_PREFIXES = (
+    "OMPI_MCA_ess",
+    "OMPI_MCA_orte_",
+    "OMPI_MCA_pmix",
+    "OMPI_MCA_num_procs",
+    "OMPI_MCA_initial_wdir",
+)
+
+
+def place_in_job(env: Mapping[str, str]) -> list[str]:
+    """The names in ``env`` that tell an MPI library it is one rank of a launched job."""
+    return [
+        name
+        for name in env
+        if name.startswith(_PLACE_MCA_PREFIXES)
+        or name in _PLACE_NAMES
+        or (name.startswith(_PLACE_PREFIXES) and not name.startswith(_SETTING_PREFIXES))
+    ]
+
+
+def leave_mpi_job() -> None:
+    """In a Dask worker process (started by its rank's nanny, not by the MPI launcher):
+    forget the rank's place in the job, so that a task that initialises MPI (``from
+    mpi4py import MPI``, or h5py and netCDF4 built for parallel HDF5, as on Saga's
+    module stack) gets a world of its own, as in a LocalCluster's worker.
+
+    Inherited from the rank, the place made that MPI_Init join the job as a second
+    copy of its rank: Open MPI 5 then waited in it forever (the job hung until the
+    walltime), Open MPI 4.1 aborted, MPICH and Intel MPI killed the process, and each
+    restart of the worker died the same way until the task failed with KilledWorker.
+    """
+    for name in place_in_job(os.environ):
+        os.environ.pop(name, None)
 
 
 def library_name(mpi_library: str) -> str:

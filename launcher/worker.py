@@ -31,7 +31,8 @@ from dask.utils import format_bytes
 from distributed import Nanny, Worker
 from tornado.ioloop import PeriodicCallback
 
-from launcher.interrupt import SIGNALS
+from launcher.interrupt import SIGNALS, python_signal_defaults
+from launcher.mpienv import leave_mpi_job
 from launcher.script_context import print_as_it_goes
 
 log = logging.getLogger("launcher")
@@ -202,15 +203,27 @@ class MPIWorker(_StopListening, LauncherWorker):
         await self.close(reason="launcher: job finished", executor_wait=False, timeout=5)
 
 
+def _left_to_the_rank(signum: int, frame: object) -> None:
+    """A job's signal in a nanny's worker process (see NannyChildWorker)."""
+
+
 class NannyChildWorker(LauncherWorker):
     """The worker in the process a nanny starts. Slurm signals every process of a job
     step (scancel, time limit, --signal), so the worker processes get SIGTERM or
     SIGUSR1 too: they leave those to their rank, which ends the job in order, instead
-    of dying at once and being restarted by their nanny during the shutdown."""
+    of dying at once and being restarted by their nanny during the shutdown.
+
+    With a handler that does nothing, not by ignoring them: an ignored signal stays
+    ignored across fork and exec, so every process a task started (a
+    ``multiprocessing.Pool``, a program run with ``subprocess``) was deaf to SIGTERM,
+    and leaving ``with Pool()`` (which terminates its workers) waited forever. A
+    handler is reset by exec, and by fork through ``python_signal_defaults``."""
 
     def __init__(self, *args, **kwargs) -> None:
         for signum in SIGNALS:
-            signal.signal(signum, signal.SIG_IGN)
+            signal.signal(signum, _left_to_the_rank)
+        os.register_at_fork(after_in_child=python_signal_defaults)
+        leave_mpi_job()  # before any task runs
         super().__init__(*args, **kwargs)
         self.periodic_callbacks["launcher-orphan"] = PeriodicCallback(self._check_rank, 500)
 

@@ -286,6 +286,16 @@ from mpi4py import MPI
 print("MPI", MPI.Get_library_version().split(",")[0])
 """
 
+#: For scripts run inside the job: the MPI world a task sees when it initialises MPI.
+TASK_WORLD = """
+def world_size():
+    from mpi4py import MPI
+    return MPI.COMM_WORLD.Get_size()
+
+from distributed import get_client
+print("TASK WORLD", get_client().submit(world_size).result())
+"""
+
 OPEN_MPIS = ["PyPI Open MPI 5", "Debian Open MPI 4.1"]
 #: package on PyPI, its mpirun, its library, how the library names itself
 _FROM_PYPI = {

@@ -5,6 +5,7 @@ from launcher.mpienv import (
     diagnose_world,
     intended_rank,
     library_name,
+    place_in_job,
 )
 
 MPICH = "MPICH Version:      5.0.2\nMPICH configure:    --with-pm=hydra:gforker\n"
@@ -60,3 +61,35 @@ def test_intended_rank_comes_from_the_launcher():
     assert intended_rank({"OMPI_COMM_WORLD_RANK": "2", "SLURM_PROCID": "5"}) == 2
     assert intended_rank({"SLURM_PROCID": "5"}) == 5
     assert intended_rank({}) == 0
+
+
+#: What each launcher added to a rank's environment here (mpirun -n 1 env, minus the
+#: shell's), and what srun's plugins add; a worker process leaves all of it.
+PLACED_BY = {
+    "MPICH mpiexec": "HYDI_CONTROL_FD MPI_LOCALNRANKS MPI_LOCALRANKID PMI_FD PMI_HOSTNAME "
+    "PMI_RANK PMI_SIZE",
+    "Intel MPI mpiexec.hydra": "HYDRA_BSTRAP_UPSTREAM_FD HYDRA_BSTRAP_PROXY_ID "
+    "MPI_LOCALNRANKS MPI_LOCALRANKID PMI_FD PMI_RANK PMI_SIZE",
+    "Open MPI 5 mpirun": "OMPI_COMM_WORLD_RANK OMPI_COMM_WORLD_SIZE OMPI_UNIVERSE_SIZE "
+    "OMPI_MCA_num_procs OMPI_MCA_initial_wdir PMIX_NAMESPACE PMIX_RANK PMIX_SERVER_URI41 "
+    "PRTE_LAUNCHED",
+    "Open MPI 4.1 mpirun": "OMPI_COMM_WORLD_RANK OMPI_MCA_ess OMPI_MCA_ess_base_jobid "
+    "OMPI_MCA_orte_hnp_uri OMPI_MCA_orte_ess_num_procs OMPI_MCA_pmix PMIX_ID PMIX_RANK",
+    "srun --mpi=pmi2": "PMI_FD PMI_JOBID PMI_RANK PMI_SIZE SLURM_STEP_ID SLURM_STEPID "
+    "SLURM_STEP_NUM_TASKS SLURM_STEP_NODELIST",
+    "srun --mpi=pmix": "PMIX_NAMESPACE PMIX_RANK PMIX_SERVER_URI2 SLURM_STEP_ID",
+}
+#: Settings of the user or site, and the job's own variables: a worker process keeps them.
+KEPT = (
+    "OMPI_MCA_btl OMPI_MCA_pml PMIX_MCA_gds PRTE_MCA_ras OMPI_ALLOW_RUN_AS_ROOT "
+    "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM HYDRA_IFACE I_MPI_PMI_LIBRARY I_MPI_FABRICS "
+    "SLURM_JOB_ID SLURM_PROCID SLURM_CPUS_PER_TASK SLURM_NODELIST MPI4PY_LIBMPI "
+    "OPAL_PREFIX LD_LIBRARY_PATH PATH"
+)
+
+
+def test_a_worker_process_leaves_every_launchers_place_in_the_job():
+    kept = dict.fromkeys(KEPT.split(), "x")
+    for launcher, names in PLACED_BY.items():
+        placed = dict.fromkeys(names.split(), "1")
+        assert sorted(place_in_job({**kept, **placed})) == sorted(placed), launcher

@@ -21,6 +21,7 @@ from tests.conftest import (
     PROC_HELPERS,
     PYTHON,
     REPO,
+    TASK_WORLD,
     late_rank_cmd,
     launcher_cmd,
     run,
@@ -907,7 +908,7 @@ def test_worker_processes_start_as_distributeds_nanny_starts_them(script):
 
 
 SLEEPING_POOL = """
-import multiprocessing, time
+import multiprocessing, subprocess, time
 
 def square(x):
     return x * x
@@ -917,7 +918,9 @@ def leave_a_sleeping_pool(method):
         total = sum(pool.map(square, range(10)))
         pool.map_async(time.sleep, [30, 30])
         time.sleep(0.5)  # both workers asleep in a task when the block ends
-    return total
+    program = subprocess.Popen(["sleep", "30"])
+    program.terminate()
+    return total, program.wait(timeout=10)
 """
 
 
@@ -928,6 +931,9 @@ def leave_a_sleeping_pool(method):
         ("script", "spawn", 4),
         ("script", "forkserver", None),
         ("task", "fork", 4),
+        ("task under a nanny", "fork", 3),
+        ("task under a nanny", "forkserver", 3),
+        ("task under a nanny", "spawn", 3),
     ],
 )
 def test_a_multiprocessing_pool_ends_quietly(tmp_path, where, method, n):
@@ -936,19 +942,25 @@ def test_a_multiprocessing_pool_ends_quietly(tmp_path, where, method, n):
     # forked from a worker rank (a task's pool under --no-nanny) they even told the
     # client rank over MPI, which ended the job as interrupted (exit 143); from the
     # launcher's fork server (one process) they ignored it and the job hung. A spawned
-    # pool's semaphores were reported leaked at the end.
+    # pool's semaphores were reported leaked at the end. In a nanny's worker process
+    # (daemon false, as tasks that start processes need) a pool through a fork server
+    # waited forever for the lock of the launcher's own, held since it was forked, and
+    # every process a task started ignored SIGTERM, as the worker process did: the
+    # pool and the program outlived terminate() and the task never returned.
     (tmp_path / "pools.py").write_text(SLEEPING_POOL)
     call = f"leave_a_sleeping_pool({method!r})"
-    if where == "task":
+    if where != "script":
         call = f"__import__('distributed').Client().submit(leave_a_sleeping_pool, {method!r})"
         call += ".result()"
     (tmp_path / "main.py").write_text(
         f"from pools import *\nif __name__ == '__main__':\n    print('POOL', {call})\n"
     )
-    flags = ["--no-nanny"] if where == "task" else []  # a nanny's worker is daemonic
-    result = run(launcher_cmd(*flags, str(tmp_path / "main.py"), n=n), timeout=60)
+    flags = ["--no-nanny"] if where == "task" else []
+    env = {"DASK_DISTRIBUTED__WORKER__DAEMON": "False"}  # a nanny's worker is daemonic
+    cmd = launcher_cmd(*flags, str(tmp_path / "main.py"), n=n)
+    result = run(cmd, timeout=60, env=env if where == "task under a nanny" else None)
     assert_clean(result)
-    assert "POOL 285" in result.stdout, result
+    assert "POOL (285, -15)" in result.stdout, result
     assert "SIGTERM" not in result.stderr and not NOISE.search(result.output), result
     assert "leaked" not in result.stderr, result
 
@@ -1157,6 +1169,7 @@ def test_the_admin_guides_thread_race_check_runs(open_mpi, mode):
 
 ON_OTHER_MPI = (
     PRINT_MPI_LIBRARY
+    + TASK_WORLD
     + """
 import sys
 from distributed import get_client
@@ -1178,10 +1191,24 @@ def test_other_mpis_run_the_cluster(other_mpi, script, tmp_path):
     assert_clean(result, 3)
     assert f"MPI {other_mpi.library}" in result.stdout, result
     assert "WORKERS 3" in result.stdout and "SUM 1000000" in result.stdout, result
+    assert "TASK WORLD 1" in result.stdout, result  # Open MPI 5 waited in it forever
     assert not NOISE.search(result.output), result
     data = json.loads(summary.read_text())
     assert (data["status"], data["exit_code"], data["workers"]) == ("failed", 3, 3), data
     assert data["protocol"] == "tls", data
+
+
+@pytest.mark.parametrize("flags, world", [((), 1), (("--no-nanny",), 3)])
+def test_a_task_that_initialises_mpi(script, flags, world):
+    """h5py and netCDF4 built for parallel HDF5 (Saga's modules) initialise MPI as they
+    are imported. In a nanny's worker process that MPI_Init took the rank's place in the
+    job: MPICH killed the process, each restart died the same way, and the task failed
+    with KilledWorker. Now it gets a world of its own, as in a LocalCluster's worker;
+    without a nanny the task runs in the rank, whose MPI is the job's."""
+    result = run(launcher_cmd(*flags, str(script(TASK_WORLD)), n=3), timeout=60)
+    assert_clean(result)
+    assert f"TASK WORLD {world}" in result.stdout, result
+    assert "restarted" not in result.stderr and not NOISE.search(result.output), result
 
 
 def test_an_mpi_init_that_never_returns_ends_the_job_in_time():

@@ -15,7 +15,13 @@ import uuid
 
 import pytest
 
-from tests.conftest import PRINT_MPI_LIBRARY, PROC_HELPERS, REPO, processes_with_token
+from tests.conftest import (
+    PRINT_MPI_LIBRARY,
+    PROC_HELPERS,
+    REPO,
+    TASK_WORLD,
+    processes_with_token,
+)
 from tests.slurm import MiniSlurm
 
 JOBSCRIPTS = REPO / "jobscripts"
@@ -347,8 +353,9 @@ def test_three_nodes_with_other_mpis_under_srun(three, other_mpi):
     """Saga's and Betzy's MPIs, started as their jobscripts start them, with the plugin
     each needs (Open MPI: srun --mpi=pmix; Intel MPI: pmi2). With Open MPI, a sketch on
     dask-mpi with distributed's Nanny workers had only the scheduler node's worker join
-    (../shared/REFERENCE.md)."""
-    path = three.script("where.py", WHERE + PRINT_MPI_LIBRARY)
+    (../shared/REFERENCE.md). A task that initialises MPI gets a world of its own: in a
+    job step Open MPI 4.1 took it for a failed srun launch and aborted."""
+    path = three.script("where.py", WHERE + PRINT_MPI_LIBRARY + TASK_WORLD)
     job = three.submit(
         "--nodes=3",
         "--ntasks-per-node=2",
@@ -359,6 +366,7 @@ def test_three_nodes_with_other_mpis_under_srun(three, other_mpi):
     assert three.finish(job) == ("COMPLETED", "0:0"), job.text
     assert f"MPI {other_mpi.library}" in job.text, job.text
     assert "WORKER HOSTS n1 n2 n3" in job.text and "CLIENT HOST n1" in job.text
+    assert "TASK WORLD 1" in job.text and "restarted" not in job.text, job.text
     assert not NOISE.search(job.text), job.text
     assert "TCP connect" not in job.text, job.text  # Open MPI 4.1's thread race (admin guide)
     assert three.summary(job)["workers"] == 5
