@@ -27,6 +27,7 @@ from launcher.plan import Plan
 from launcher.progress import Progress
 from launcher.protocol import final_barrier, prepare_directory, remove_directory, share_address
 from launcher.scheduler import SchedulerService
+from launcher.script_context import worker_prints_once
 from launcher.serving import describe, worker_options
 from launcher.summary import Summary
 from launcher.user_clusters import handled
@@ -191,6 +192,7 @@ class ClientRank:
         if self.watch.cause is not None:
             raise self.watch.cause
         self.summary.scheduler_address = address
+        worker_prints_once()
         self.client = Client(address)
         self.wait_for_workers()
         self.summary.dashboard_url = self.announce_dashboard()

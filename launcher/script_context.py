@@ -45,6 +45,18 @@ def print_as_it_goes() -> None:
             sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
 
 
+def worker_prints_once() -> None:
+    """``distributed.print`` (and ``distributed.warn``) in a task prints on its worker
+    and sends the text to every client, which prints it again. Every process of the job
+    prints into the job's log, the worker too (``print_as_it_goes``), so each line came
+    out once more for every client of the job's processes: three times for a script
+    that makes its own ``Client()`` beside the launcher's. Clients made in this process
+    from now on leave those topics alone; a client elsewhere (in a notebook kernel the
+    script started) still prints them. distributed's ``Client._default_event_handlers``
+    is what a new client subscribes to."""
+    Client._default_event_handlers = {}
+
+
 def start_method_left_to_the_script() -> None:
     """multiprocessing's default start method is the script's to choose, as under python.
 

@@ -33,7 +33,7 @@ from tornado.ioloop import PeriodicCallback
 
 from launcher.interrupt import SIGNALS, python_signal_defaults
 from launcher.mpienv import leave_mpi_job
-from launcher.script_context import print_as_it_goes
+from launcher.script_context import print_as_it_goes, worker_prints_once
 
 log = logging.getLogger("launcher")
 
@@ -120,6 +120,7 @@ class LauncherWorker(Worker):
 
     def __init__(self, *args, **kwargs) -> None:
         print_as_it_goes()  # what tasks print reaches the log as they run
+        worker_prints_once()  # and once, with get_client() in a task
         super().__init__(*args, **kwargs)
 
     async def execute(self, *args, **kwargs):  # type: ignore[no-untyped-def]

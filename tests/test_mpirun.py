@@ -867,6 +867,35 @@ def test_what_the_script_and_its_tasks_print_reaches_the_log_as_it_goes(script, 
     assert result.stdout.index("TASK") < result.stdout.index("SEEN"), result
 
 
+PRINTS_ON_WORKERS = """
+import distributed
+from distributed import Client, get_client
+
+def speak(word):
+    distributed.print("PRINTED", word)
+    distributed.warn("WARNED " + word)
+
+def speak_through_a_worker_client(word):
+    return get_client().submit(speak, word, pure=False).result()
+
+client = Client()  # the script's own, beside the launcher's
+client.submit(speak, "from a task", pure=False).result()
+client.submit(speak_through_a_worker_client, "from a subtask", pure=False).result()
+"""
+
+
+@pytest.mark.parametrize("flags", [[], ["--no-nanny"]])
+def test_distributed_print_in_a_task_comes_out_once(script, flags):
+    """distributed.print prints on the worker and again in every client: all of them
+    print into the job's log, so the line came out three times (the worker, the
+    launcher's client and the script's), and once more for a worker's client."""
+    result = run(launcher_cmd(*flags, str(script(PRINTS_ON_WORKERS)), n=3), timeout=60)
+    assert_clean(result)
+    for word in ("from a task", "from a subtask"):
+        assert result.stdout.count(f"PRINTED {word}") == 1, result
+        assert result.stderr.count(f"WARNED {word}") == 1, result
+
+
 WORKER_PROCESS = """
 import os
 from distributed import Client
