@@ -150,6 +150,28 @@ def set_dask_log_level(verbose: int) -> None:
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", levels.get(verbose, "debug"))
 
 
+def keep_dask_logs_in_memory() -> None:
+    """What reaches stderr from distributed is the level set above; what its servers
+    keep in memory is INFO and up, as under a LocalCluster.
+
+    A scheduler, worker and nanny each keep their recent log records, which
+    ``client.get_worker_logs()``, ``get_scheduler_logs()`` and the dashboard's log pages
+    show, and which distributed's KilledWorker message sends users to. With the
+    ``distributed`` logger itself at ERROR they held errors only: not why a worker's
+    process was restarted (over 95% of its memory), nor the "unmanaged memory" and
+    "event loop was unresponsive" warnings. So the level goes on distributed's stderr
+    handler instead of its logger. In a worker process forked from its rank (as from
+    the fork server) this is inherited."""
+    level = logging.getLevelName(os.environ["DASK_LOGGING__DISTRIBUTED"].upper())
+    if not isinstance(level, int):
+        return  # a level logging does not know: distributed's own handling stands
+    dask_logger = logging.getLogger("distributed")
+    for handler in dask_logger.handlers:
+        if type(handler) is logging.StreamHandler:
+            handler.setLevel(level)
+    dask_logger.setLevel(min(level, logging.INFO))
+
+
 def configure_logging(verbose: int) -> None:
     """Quiet unless asked: our own lines always, Dask's from -v on."""
     ours = logging.getLogger("launcher")
@@ -167,8 +189,7 @@ def configure_logging(verbose: int) -> None:
     ours.addHandler(handler)
     ours.setLevel(logging.INFO)
     ours.propagate = False
-    level = logging.getLevelName(os.environ["DASK_LOGGING__DISTRIBUTED"].upper())
-    logging.getLogger("distributed").setLevel(level)
+    keep_dask_logs_in_memory()
     if verbose == 0:
         logging.getLogger("asyncio").addFilter(_drop_interrupted_gather)
         logging.getLogger("tornado.application").addFilter(_drop_sync_cancel_race)

@@ -253,3 +253,32 @@ def test_progress_and_tunnel_in_a_real_batch_log(slurm_one, tmp_path):
     assert re.search(
         r"launcher: to open it from your laptop: ssh -N -L (\d+):n1:\1 \w+@\S+", job.text
     ), job.text
+
+
+LOGS_IN_MEMORY = """
+import logging
+from distributed import get_client
+
+def warn_in_a_task():
+    logging.getLogger("distributed.worker").warning("WARNED IN A TASK")
+
+client = get_client()
+client.submit(warn_in_a_task).result()
+logs = [message for worker in client.get_worker_logs().values() for _, message in worker]
+print("IN THE WORKERS' LOGS", any("WARNED IN A TASK" in message for message in logs))
+print("WORKER INFO", any(" - INFO - " in message for message in logs))
+print("SCHEDULER INFO", any(" - INFO - " in m for _, m in client.get_scheduler_logs()))
+"""
+
+
+@pytest.mark.parametrize("flags", [[], ["--no-nanny"], ["-v"]])
+def test_dasks_logs_are_kept_for_get_worker_logs_and_quiet_in_the_job_log(script, flags):
+    """distributed's KilledWorker message sends users to the workers' logs: with
+    distributed's logger at ERROR for a quiet job log they held errors only."""
+    result = run(launcher_cmd(*flags, str(script(LOGS_IN_MEMORY)), n=3), timeout=60)
+    assert_clean(result)
+    for line in ("IN THE WORKERS' LOGS", "WORKER INFO", "SCHEDULER INFO"):
+        assert f"{line} True" in result.stdout, result
+    verbose = "-v" in flags
+    assert ("WARNED IN A TASK" in result.stderr) is verbose, result
+    assert (" - INFO - " in result.stderr) is verbose, result
