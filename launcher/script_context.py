@@ -51,8 +51,8 @@ def worker_prints_once() -> None:
     prints into the job's log, the worker too (``print_as_it_goes``), so each line came
     out once more for every client of the job's processes: three times for a script
     that makes its own ``Client()`` beside the launcher's. Clients made in this process
-    from now on leave those topics alone; a client elsewhere (in a notebook kernel the
-    script started) still prints them. distributed's ``Client._default_event_handlers``
+    from now on leave those topics alone; a client in another process (a notebook kernel
+    the script started) still subscribes. distributed's ``Client._default_event_handlers``
     is what a new client subscribes to."""
     Client._default_event_handlers = {}
 

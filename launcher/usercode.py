@@ -70,8 +70,10 @@ def check_target(target: Target) -> str | None:
             )
         if path.is_file() and path.suffix == ".ipynb":
             return (
-                f"launcher: {path} is a Jupyter notebook, not a Python script: export it "
-                f"with 'jupyter nbconvert --to script {path}' and run the .py file"
+                f"launcher: {path} is a Jupyter notebook, not a Python script: run it with "
+                f"'-m nbconvert --to notebook --execute {path}' (pip install nbconvert "
+                f"ipykernel; the outputs go to {path.with_suffix('.nbconvert.ipynb')}), or "
+                f"export it with 'jupyter nbconvert --to script {path}' and run the .py file"
             )
         if path.is_file() and not zipfile.is_zipfile(path):
             return _syntax_error(path.read_bytes(), str(path))

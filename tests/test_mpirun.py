@@ -463,9 +463,53 @@ def test_a_notebook_is_refused_with_how_to_export_it(script):
     path = script('{"cells": [], "nbformat": 4}', name="analysis.ipynb")
     result = run(launcher_cmd(str(path)))
     assert_clean(result, 2)
-    line = f"launcher: {path} is a Jupyter notebook, not a Python script: export it with"
+    line = f"launcher: {path} is a Jupyter notebook, not a Python script: run it with "
+    line += f"'-m nbconvert --to notebook --execute {path}'"
     assert result.stderr.count(line) == 1, result
     assert "Traceback" not in result.stderr
+
+
+def notebook(*cells: str) -> str:
+    import nbformat
+
+    made = nbformat.v4.new_notebook()
+    made.cells = [nbformat.v4.new_code_cell(cell) for cell in cells]
+    return nbformat.writes(made)
+
+
+def cell_outputs(path: Path) -> list[str]:
+    import nbformat
+
+    done = nbformat.read(path, as_version=4)
+    return [
+        output.get("text") or output.get("data", {}).get("text/plain", "")
+        for cell in done.cells
+        for output in cell.get("outputs", [])
+    ]
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_notebook_runs_as_the_job_through_nbconvert(script, tmp_path, fails):
+    """What the refusal above proposes: nbconvert's kernel is a process of the client
+    rank, and its Client() connects to the job's cluster (TLS credentials and all)."""
+    cells = [
+        "from distributed import Client\nclient = Client()\n"
+        "print(len(client.scheduler_info()['workers']), 'WORKERS')",
+        "import dask.array as da\nint(da.ones((1000, 1000), chunks=250).sum().compute())",
+    ]
+    if fails:
+        cells.append("raise ValueError('NOTEBOOK FAILED')")
+    path = script(notebook(*cells), name="analysis.ipynb")
+    summary = tmp_path / "summary.json"
+    cmd = launcher_cmd("--summary", str(summary), "-m", "nbconvert", "--to", "notebook")
+    result = run([*cmd, "--execute", str(path)], timeout=120)
+    assert_clean(result, 1 if fails else 0)
+    if fails:
+        assert "NOTEBOOK FAILED" in result.stderr, result
+        assert json.loads(summary.read_text())["status"] == "failed"
+    else:
+        outputs = cell_outputs(path.with_suffix(".nbconvert.ipynb"))
+        assert outputs == ["3 WORKERS\n", "1000000"], result
 
 
 def test_syntax_error_shows_its_traceback_once(script):
