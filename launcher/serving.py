@@ -7,6 +7,7 @@ failures and signals to the client rank and ends when the client rank says so.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -18,6 +19,7 @@ from typing import Any
 
 import dask
 import dask_mpi
+import psutil
 
 from launcher.comm import DONE, FAILED, READY, PatientComm, StartupAborted
 from launcher.forkserver import start_worker_helpers, use_fork_server
@@ -59,6 +61,17 @@ def worker_options(
         # Without it a worker that cannot reach the scheduler retries forever.
         "death_timeout": plan.startup_timeout,
     }
+
+
+def end_what_the_tasks_started() -> None:
+    """With --no-nanny the tasks ran in this rank, so the programs they started (with
+    ``subprocess``) are its children, and those of a task cut off by the job's end ran
+    on: holding the rank's output, they kept mpirun waiting after the job's result until
+    they ended by themselves. srun's step ends them at its end; so does this, under any
+    launcher. (Under a nanny its worker process's group ends them: launcher/worker.py.)"""
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            child.kill()
 
 
 class ServingRank:
@@ -169,6 +182,8 @@ class ServingRank:
             while True:  # rescue() is ending this process from its thread
                 time.sleep(60)
         remove_directory(self.me)
+        if self.me.is_worker and not self.plan.nanny:
+            end_what_the_tasks_started()
         if self.stop.abandoned:
             self.report_for_the_client(code, self.stop.abandoned)
             # The client rank is gone: no DONE, no barrier, and no MPI_Finalize, which

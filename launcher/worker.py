@@ -218,12 +218,17 @@ class NannyChildWorker(LauncherWorker):
     ignored across fork and exec, so every process a task started (a
     ``multiprocessing.Pool``, a program run with ``subprocess``) was deaf to SIGTERM,
     and leaving ``with Pool()`` (which terminates its workers) waited forever. A
-    handler is reset by exec, and by fork through ``python_signal_defaults``."""
+    handler is reset by exec, and by fork through ``python_signal_defaults``.
+
+    It leads a process group of its own, which the processes its tasks start join, so
+    that they end with it (``MPINanny._end_what_its_tasks_started``)."""
 
     def __init__(self, *args, **kwargs) -> None:
         for signum in SIGNALS:
             signal.signal(signum, _left_to_the_rank)
         os.register_at_fork(after_in_child=python_signal_defaults)
+        with contextlib.suppress(OSError):
+            os.setpgid(0, 0)
         leave_mpi_job()  # before any task runs
         super().__init__(*args, **kwargs)
         self.periodic_callbacks["launcher-orphan"] = PeriodicCallback(self._check_rank, 500)
@@ -237,6 +242,8 @@ class NannyChildWorker(LauncherWorker):
         server. multiprocessing knows the rank and sees it go through a pipe."""
         rank = multiprocessing.parent_process()
         if rank is not None and not rank.is_alive():
+            if os.getpgrp() == os.getpid():  # with what its tasks started
+                os.killpg(os.getpid(), signal.SIGKILL)
             os._exit(1)
 
 
@@ -244,6 +251,7 @@ class MPINanny(_StopListening, Nanny):
     """A ``distributed.Nanny`` in the MPI rank, its worker in a child process."""
 
     _memory_stop_seen = -1  # distributed's NannyMemoryManager._last_terminated_pid
+    _worker_group: int | None = None  # the worker process's pid, its process group
 
     def __init__(
         self,
@@ -273,7 +281,30 @@ class MPINanny(_StopListening, Nanny):
             with contextlib.suppress(ValueError, OSError):
                 process.child_stop_q.put({"op": "stop", "reason": reason})
 
+    async def instantiate(self):  # type: ignore[no-untyped-def]
+        try:
+            return await super().instantiate()
+        finally:
+            started = self.process.process if self.process is not None else None
+            if started is not None and started.pid is not None:
+                self._worker_group = started.pid
+
+    def _end_what_its_tasks_started(self) -> None:
+        """Once its worker process has ended, end the processes its tasks started.
+
+        They outlived it: a program a task ran with ``subprocess`` (or a Pool's workers)
+        when the job ended during that task, or when the process was killed for memory
+        (then often the program that held the memory). Holding the rank's output, they
+        kept mpirun waiting after the job's result, until they ended on their own (a
+        60-s program: the job hung 60 s), and alive beside the restarted worker they
+        kept their memory. They are in the worker process's group (NannyChildWorker)."""
+        group, self._worker_group = self._worker_group, None
+        if group is not None:
+            with contextlib.suppress(OSError):
+                os.killpg(group, signal.SIGKILL)
+
     async def _on_worker_exit(self, exitcode: int) -> None:
+        self._end_what_its_tasks_started()
         # distributed's starts a new worker process when the nanny is not closing yet,
         # which it is not while _stop below kills the worker: at the job's end a nanny
         # started a worker that then failed to register ("name taken") and left its
@@ -328,4 +359,5 @@ class MPINanny(_StopListening, Nanny):
                     )
                 else:
                     await worker.process.kill()
+        self._end_what_its_tasks_started()
         await self.close(reason="launcher: job finished", timeout=2)

@@ -1038,6 +1038,52 @@ def test_a_multiprocessing_pool_ends_quietly(tmp_path, where, method, n):
     assert "leaked" not in result.stderr, result
 
 
+PROGRAM_IN_A_TASK = """
+import os, signal, subprocess, sys, time
+import psutil
+from distributed import get_client
+
+def run_a_program():
+    return subprocess.run(["sleep", "300"]).returncode
+
+def programs():
+    token = os.environ["LAUNCHER_TEST_TOKEN"]
+    found = psutil.process_iter(["cmdline", "environ"])
+    return sum(
+        p.info["cmdline"] == ["sleep", "300"]
+        and (p.info["environ"] or {}).get("LAUNCHER_TEST_TOKEN") == token
+        for p in found
+    )
+
+def started():
+    while not programs():
+        time.sleep(0.05)
+
+client = get_client()
+running = client.submit(run_a_program)
+started()
+if sys.argv[1] == "kill":
+    (busy,) = [worker for worker, tasks in client.processing().items() if tasks]
+    os.kill(client.run(os.getpid, workers=[busy])[busy], signal.SIGKILL)
+    while client.processing().get(busy) or not any(client.processing().values()):
+        time.sleep(0.05)  # until the task runs again (on the other worker)
+    started()
+    time.sleep(0.5)
+print("PROGRAMS", programs(), running.status)
+"""
+
+
+@pytest.mark.parametrize("flags, how", [((), "end"), (("--no-nanny",), "end"), ((), "kill")])
+def test_programs_a_task_started_end_with_its_worker(script, flags, how):
+    """A program a task ran (subprocess) outlived its worker process when the job ended
+    during the task, or when the process was killed (out of memory), and held the
+    rank's output: mpirun waited for it after the job's result (here 300 s), and the
+    killed worker's program kept running beside the task's retry."""
+    result = run(launcher_cmd(*flags, str(script(PROGRAM_IN_A_TASK)), how, n=3), timeout=60)
+    assert_clean(result)
+    assert "PROGRAMS 1 pending" in result.stdout, result
+
+
 SETS_ITS_START_METHOD = """
 import multiprocessing
 
