@@ -33,9 +33,9 @@ launcher each of those went wrong:
 - ``dask.config.set(...)`` of a worker, nanny or scheduler setting, at the top of a
   script, reached the cluster that dask-mpi's ``initialize()`` or a ``LocalCluster``
   started after it; here the cluster started before the script, and the setting was
-  silently without effect (``distributed.worker.daemon: False`` for tasks that start
-  processes, memory thresholds). It is still set, for the client's process, and one
-  line says how to set it for the job.
+  silently without effect (``distributed.worker.daemon: False`` for a task's
+  ``multiprocessing.Pool``, memory thresholds). It is still set, for the client's
+  process, and one line says how to set it for the job.
 - The tutorial's ``SLURMCluster(...)`` and ``cluster.scale(5)`` do not fail under
   Slurm: every worker becomes a Slurm job of its own again, waiting in the queue and
   dying at its own walltime, while the workers this job was given sit idle until it
