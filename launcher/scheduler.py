@@ -13,12 +13,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 import warnings
+from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any
 
 from distributed import Scheduler
 from distributed.core import ErrorMessage, Status, error_message
+from distributed.protocol import pickle
+from tornado.ioloop import PeriodicCallback
 
 from launcher.dashboard import DashboardOnFirstVisit
 from launcher.plan import Plan
@@ -78,6 +82,7 @@ class SchedulerService:
             # server even without a dashboard (for /health and /metrics): then on any
             # free port, so that --no-dashboard never competes for the dashboard's.
             scheduler = JobScheduler(
+                expected_workers=len(self.plan.workers),
                 interface=self.plan.interface,
                 port=0,
                 dashboard=False,
@@ -126,9 +131,18 @@ class SchedulerService:
 
 
 class JobScheduler(Scheduler):
-    """distributed's scheduler, which lets workers and clients go without per-task work
-    once the job is over (``launcher_job_over``, which the client rank calls before it
-    stops the workers and closes the clients).
+    """distributed's scheduler for a cluster whose workers are all there from the start
+    and no others come: a task that none of them can run fails at once, and workers and
+    clients go without per-task work once the job is over.
+
+    A task whose restrictions (``resources=``, ``workers=``) no worker meets waits in
+    distributed's no-worker state for a matching worker to join, as one may in an
+    adaptive cluster (distributed #8256; its ``no-workers-timeout``, off by default,
+    would also fail tasks while every worker is paused for memory, a wait that ends by
+    itself). In a job none joins: a ``resources={"GPU": 1}`` left from a dask-jobqueue
+    script kept the job waiting until its walltime. Once every worker of the job has
+    registered (a worker restarted by its nanny is waited for), such a task fails with
+    ``NoWorkerInThisJob``, which says what it asked for and what the workers have.
 
     A worker leaving makes distributed's scheduler recompute the results it held that a
     client still wants, on the workers not yet gone, and a client leaving makes it
@@ -142,10 +156,47 @@ class JobScheduler(Scheduler):
     is over nobody asks for those results, so they are left as they are.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, expected_workers: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.expected_workers = expected_workers
         self.job_over = False
         self.handlers["launcher_job_over"] = self.launcher_job_over
+        self.periodic_callbacks["launcher-unrunnable"] = PeriodicCallback(
+            self.fail_what_no_worker_can_run, 500
+        )
+
+    def fail_what_no_worker_can_run(self) -> None:
+        if not self.unrunnable or len(self.workers) < self.expected_workers:
+            return
+        job_workers = [(ws.address, ws.host, ws.resources) for ws in self.workers.values()]
+        stimulus_id = f"launcher-no-worker-in-job-{time.time()}"
+        recommendations: dict[Any, str] = {}
+        # Once per kind of restriction: the tasks of one group share theirs, and while
+        # every worker is paused thousands of runnable tasks wait here.
+        verdicts: dict[tuple[frozenset[Any], ...], str | None] = {}
+        for ts in list(self.unrunnable):
+            hosts = frozenset(self.coerce_hostname(h) for h in ts.host_restrictions or ())
+            resources = ts.resource_restrictions or {}
+            kind = (frozenset(ts.worker_restrictions or ()), hosts, frozenset(resources.items()))
+            if kind not in verdicts:
+                verdicts[kind] = why_no_worker_can_run(kind[0], hosts, resources, job_workers)
+            if (why := verdicts[kind]) is None:
+                continue
+            message = (
+                f"task {ts.key!r} can run on no worker of this job, and no more workers "
+                f"will come: {why}"
+            )
+            recommendations.update(
+                self.transition(
+                    ts.key,
+                    "erred",
+                    exception=pickle.dumps(NoWorkerInThisJob(message)),
+                    exception_text=message,
+                    cause=ts.key,
+                    stimulus_id=stimulus_id,
+                )
+            )
+        self.transitions(recommendations, stimulus_id)
 
     def launcher_job_over(self) -> None:
         self.job_over = True
@@ -169,6 +220,71 @@ class JobScheduler(Scheduler):
             super().remove_client(client, stimulus_id)
         else:
             self.clients.pop(client, None)
+
+
+class NoWorkerInThisJob(Exception):
+    """What a task that no worker of the job can run fails with (see JobScheduler)."""
+
+
+def why_no_worker_can_run(
+    workers_named: Collection[str],
+    hosts_named: Collection[str],
+    resources: Mapping[str, float],
+    job_workers: Sequence[tuple[str, str, Mapping[str, float]]],
+) -> str | None:
+    """Why no worker of the job meets a task's restrictions, with what to do; None if one
+    does. ``job_workers`` holds each worker's address, host and resources; a task limited
+    to workers and hosts may run on any of them (distributed's union), and needs all of
+    its resources there."""
+    placed = {
+        address
+        for address, host, _ in job_workers
+        if not (workers_named or hosts_named) or address in workers_named or host in hosts_named
+    }
+    equipped = {
+        address
+        for address, _, offered in job_workers
+        if all(offered.get(name, 0) >= amount for name, amount in resources.items())
+    }
+    if placed & equipped:
+        return None
+    hosts = sorted({host for _, host, _ in job_workers})
+    reasons = []
+    if not placed:
+        named = ", ".join(sorted(map(str, [*workers_named, *hosts_named])))
+        reasons.append(
+            f"it may only run on {named}, and the job's {len(job_workers)} worker(s) are on "
+            f"{_few(hosts)}"
+            + (" (a worker restarted by its nanny has a new address)" if workers_named else "")
+            + "; name workers from client.scheduler_info()['workers'], or submit with "
+            "allow_other_workers=True"
+        )
+    if not equipped:
+        offers = sorted({repr(dict(offered)) for _, _, offered in job_workers if offered})
+        example = repr(dict(resources))
+        # Dask lowers the names in DASK_A__B__C variables, not the keys of a dict value.
+        case = next((name for name in resources if name != name.lower()), None)
+        reasons.append(
+            f"it needs resources {example}, and the workers have "
+            f"{_few(offers) if offers else 'none'}; give the workers resources in the "
+            f'jobscript, e.g. export DASK_DISTRIBUTED__WORKER__RESOURCES="{example}"'
+            + (
+                f" (a dict keeps the case of {case!r}, which "
+                f"DASK_DISTRIBUTED__WORKER__RESOURCES__{case.upper()}=... would lower)"
+                if case
+                else ""
+            )
+        )
+    if placed and equipped:
+        reasons.append(
+            f"the workers it may run on lack resources {dict(resources)!r}, and the workers "
+            "that have them are not among those it may run on"
+        )
+    return "; ".join(reasons)
+
+
+def _few(names: Sequence[str]) -> str:
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 class QuietCancellationsOnClose(logging.Filter):

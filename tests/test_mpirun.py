@@ -1369,3 +1369,61 @@ def test_no_worker_rank_waits_when_the_scheduler_cannot_start(script):
         result.stderr,
     ), result
     assert result.seconds < 30
+
+
+RESTRICTED_TASKS = """
+import os, signal
+import dask
+from distributed import Client
+from launcher.scheduler import NoWorkerInThisJob
+
+client = Client()
+workers = client.scheduler_info()["workers"]
+
+def outcome(**restrictions):
+    try:
+        return client.submit(lambda: "ran", pure=False, **restrictions).result(timeout=30)
+    except NoWorkerInThisJob as err:
+        return f"failed: {err}"
+
+print("GPU1", outcome(resources={"GPU": 1}))
+print("GPU2", outcome(resources={"GPU": 2}))
+print("ADDRESS", outcome(workers=["tcp://127.0.0.1:9"]))
+print("LOOSE", outcome(workers=["tcp://127.0.0.1:9"], allow_other_workers=True))
+print("HOST", outcome(workers=["no-such-host"]))
+print("ONE", outcome(workers=[next(iter(workers))]))
+with dask.annotate(resources={"GPU": 1}):
+    annotated = dask.delayed(lambda: "ran")()
+try:
+    print("ANNOTATED", annotated.compute())
+except NoWorkerInThisJob:
+    print("ANNOTATED failed")
+for pid in client.run(os.getpid).values():  # restarted by their nannies
+    os.kill(pid, signal.SIGKILL)
+print("RESTARTED", outcome(resources={"GPU": 1}))
+"""
+
+
+@pytest.mark.parametrize("resources", [None, "{'GPU': 1}"])
+def test_a_task_no_worker_of_the_job_can_run_fails_at_once(script, resources):
+    """distributed keeps a task whose resources or workers no worker has waiting for
+    such a worker to join (distributed #8256); in a job none joins, and the job waited
+    for its walltime. It fails at once, saying what it asked for and what to do, once
+    every worker is there: a task right after the worker processes were killed waits
+    for their restart."""
+    env = {"DASK_DISTRIBUTED__WORKER__RESOURCES": resources} if resources else {}
+    result = run(launcher_cmd("--no-progress", str(script(RESTRICTED_TASKS)), n=3), env=env)
+    assert_clean(result)
+    lines = dict(line.split(" ", 1) for line in result.stdout.splitlines())
+    gpu_advice = "export DASK_DISTRIBUTED__WORKER__RESOURCES=\"{'GPU': 2}\""
+    assert "failed: task " in lines["GPU2"] and gpu_advice in lines["GPU2"], result
+    assert "it may only run on tcp://127.0.0.1:9" in lines["ADDRESS"], result
+    assert "it may only run on no-such-host" in lines["HOST"], result
+    assert (lines["LOOSE"], lines["ONE"]) == ("ran", "ran"), result
+    if resources:
+        assert "the workers have {'GPU': 1}" in lines["GPU2"], result
+        assert (lines["GPU1"], lines["ANNOTATED"], lines["RESTARTED"]) == ("ran",) * 3, result
+    else:
+        assert "it needs resources {'GPU': 1}, and the workers have none" in lines["GPU1"]
+        assert lines["ANNOTATED"] == "failed", result
+        assert lines["RESTARTED"].startswith("failed: "), result
