@@ -13,11 +13,13 @@ from __future__ import annotations
 import atexit
 import gc
 import importlib.util
+import logging
 import os
 import pkgutil
 import runpy
 import sys
 import threading
+import time
 import traceback
 import types
 import zipfile
@@ -243,15 +245,36 @@ def _run_command(code: str) -> None:
         sys.modules["__main__"] = saved
 
 
+#: Seconds after the script's end before the threads it still runs are named.
+THREADS_NOTICE_AFTER = 5.0
+
+
 def _join_threads_started_since(before: set[threading.Thread]) -> None:
     """Python joins every non-daemon thread before it exits, so a script may end while
     its background thread still computes or writes results; the job's end would have
     cut that thread off, its output lost. (Executors' worker threads are left out:
-    Python's exit stops them, and so does the job's end.)"""
-    for thread in threading.enumerate():
-        if thread in before or thread.daemon or thread in _threads_queues:
-            continue
-        thread.join()  # a signal still interrupts it
+    Python's exit stops them, and so does the job's end.)
+
+    A thread that never ends (a monitoring loop) keeps the job until its walltime, as
+    it keeps ``python script.py`` from exiting, and the log showed nothing after the
+    script's last line: after a few seconds one line names the threads waited for."""
+    threads = [
+        thread
+        for thread in threading.enumerate()
+        if thread not in before and not thread.daemon and thread not in _threads_queues
+    ]
+    deadline = time.monotonic() + THREADS_NOTICE_AFTER
+    for thread in threads:  # a signal still interrupts the joins
+        thread.join(max(0.0, deadline - time.monotonic()))
+    if waiting := [repr(thread.name) for thread in threads if thread.is_alive()]:
+        logging.getLogger("launcher").warning(
+            "your script has ended, and the job waits for its thread(s) %s to end, as "
+            "Python waits for non-daemon threads before it exits (started with "
+            "daemon=True, a thread does not keep the job)",
+            ", ".join(waiting),
+        )
+    for thread in threads:
+        thread.join()
 
 
 _ExitFunction = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]

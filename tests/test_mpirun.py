@@ -1126,6 +1126,7 @@ def test_the_job_waits_for_the_threads_the_script_started_as_python_does(script)
     result = run(launcher_cmd(str(path)), timeout=60)
     assert_clean(result, 3)
     assert "MAIN DONE\nWROTE 3\n" in result.stdout, result
+    assert "waits for its thread" not in result.stderr, result  # named after 5 s only
     assert not NOISE.search(result.output), result
 
 

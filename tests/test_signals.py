@@ -58,8 +58,8 @@ def test_a_signal_anywhere_ends_the_job(script, tmp_path, signum, target):
 
 
 def test_a_signal_ends_the_job_while_it_waits_for_the_scripts_threads(script):
-    # As python would, the job waits for a thread the script left running; the walltime
-    # warning still ends it.
+    # As python would, the job waits for a thread the script left running, and says so
+    # after a few seconds; the walltime warning still ends it.
     path = script(
         "import threading, time\n"
         "threading.Thread(target=time.sleep, args=(120,)).start()\n"
@@ -67,7 +67,8 @@ def test_a_signal_ends_the_job_while_it_waits_for_the_scripts_threads(script):
     )
     job = start(launcher_cmd(str(path)))
     job.wait_for_line("MAIN DONE")
-    time.sleep(0.5)
+    notice = job.wait_for_line("launcher: your script has ended", timeout=30, stream="stderr")
+    assert "waits for its thread(s) 'Thread-1 (sleep)' to end" in notice, notice
     os.kill(job.proc.pid, signal.SIGUSR1)
     result = job.finish(timeout=15)
     assert result.returncode == 128 + signal.SIGUSR1 and not result.leftovers, result
