@@ -10,6 +10,7 @@ then clients, then the scheduler) so that nothing prints CommClosedError traceba
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import getpass
 import logging
@@ -296,7 +297,8 @@ class ClientRank:
             # Closing releases each future the client still holds with a message of its
             # own (45 us each here: 0.9 s for 20,000); the scheduler forgets them anyway.
             client.futures.clear()
-            with contextlib.suppress(TimeoutError):  # a scheduler that is gone
+            # a scheduler that is gone; asyncio's is its own class until Python 3.11
+            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
                 client.close(timeout=2)
         finalize(self.script_namespace)
         if self.service is not None and not self.service.stop(plan.shutdown_timeout):

@@ -7,6 +7,7 @@ failures and signals to the client rank and ends when the client rank says so.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -121,7 +122,7 @@ class ServingRank:
             )
         except StartupAborted:
             return None  # the scheduler rank reports why; wait for STOP like everyone
-        except (TimeoutError, OSError) as err:
+        except (TimeoutError, asyncio.TimeoutError, OSError) as err:  # two until Python 3.11
             address = dask.config.get("scheduler_address", None)
             return (
                 f"worker rank {me.rank} on {me.host} could not reach the scheduler at "
