@@ -26,6 +26,8 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from multiprocessing import spawn
+from typing import Any
 
 from dask.utils import format_bytes
 from distributed import Nanny, Worker
@@ -247,6 +249,37 @@ class NannyChildWorker(LauncherWorker):
             os._exit(1)
 
 
+#: The name distributed's nanny gives the process it starts (``WorkerProcess.start``).
+WORKER_PROCESS_NAME = "Dask Worker process (from Nanny)"
+
+
+def worker_processes_leave_the_script_alone() -> None:
+    """A worker process does not import the rank's ``__main__`` module, which in one
+    process (no mpirun) is the user's script once it runs.
+
+    multiprocessing has a child it starts through a fork server (or spawns) import its
+    parent's ``__main__`` as ``__mp_main__``, running its top level, which is why a
+    script that starts a ``LocalCluster`` needs ``if __name__ == "__main__":``. Scripts
+    written for an in-job cluster have none, and a worker process the nanny started
+    again while the script ran (after an out-of-memory kill, ``client.restart()``) ran
+    the script: its ``Client()`` made a cluster there, the process failed, and the
+    nanny started it again and again until the walltime. Tasks do not need it: Dask
+    pickles the functions and classes a script defines by value."""
+    original = spawn.get_preparation_data
+    if getattr(original, "leaves_main_to_workers", False):
+        return
+
+    def get_preparation_data(name: str) -> dict[str, Any]:
+        data = original(name)
+        if name == WORKER_PROCESS_NAME:
+            data.pop("init_main_from_name", None)
+            data.pop("init_main_from_path", None)
+        return data
+
+    get_preparation_data.leaves_main_to_workers = True  # type: ignore[attr-defined]
+    spawn.get_preparation_data = get_preparation_data
+
+
 class MPINanny(_StopListening, Nanny):
     """A ``distributed.Nanny`` in the MPI rank, its worker in a child process."""
 
@@ -262,6 +295,7 @@ class MPINanny(_StopListening, Nanny):
         **kwargs,
     ) -> None:
         kwargs.setdefault("worker_class", NannyChildWorker)
+        worker_processes_leave_the_script_alone()
         super().__init__(*args, **kwargs)
         self._listen_for_stop(stop_check, ready, lost)
 

@@ -1428,3 +1428,30 @@ def test_a_task_no_worker_of_the_job_can_run_fails_at_once(script, resources):
         assert "it needs resources {'GPU': 1}, and the workers have none" in lines["GPU1"]
         assert lines["ANNOTATED"] == "failed", result
         assert lines["RESTARTED"].startswith("failed: "), result
+
+
+RESTARTED_UNDER_THE_SCRIPT = """
+import os, signal, time
+from distributed import Client
+print("SCRIPT TOP", flush=True)
+client = Client()
+def square(x):
+    return x * x
+for pid in client.run(os.getpid).values():
+    os.kill(pid, signal.SIGKILL)
+print("AFTER KILL", client.submit(square, 3).result(timeout=30))
+client.restart()
+print("AFTER RESTART", client.submit(square, 4).result(timeout=30))
+"""
+
+
+def test_in_one_process_a_restarted_worker_does_not_run_the_script(script):
+    """Without mpirun the nanny lives in the script's process, and multiprocessing had
+    the worker process it started again (after a kill, client.restart()) import the
+    script as __mp_main__: the script ran there, its Client() failed the process, and
+    the nanny restarted it until the job's timeout."""
+    result = run(launcher_cmd("--no-progress", str(script(RESTARTED_UNDER_THE_SCRIPT)), n=None))
+    assert_clean(result)
+    assert result.stdout.count("SCRIPT TOP") == 1, result
+    assert "AFTER KILL 9" in result.stdout and "AFTER RESTART 16" in result.stdout, result
+    assert result.stderr.count("is restarted") == 1, result
