@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dask
 import distributed
+import tornado
 import yaml
 
 from launcher.speedups import cheap_import
@@ -118,7 +119,8 @@ async def main():
     except Exception:
         refused = True
     listener.stop()
-    built = tornado.netutil._client_ssl_defaults.cache_info().currsize
+    defaults = tornado.netutil._client_ssl_defaults  # tornado 6.5 and older: built at import
+    built = defaults.cache_info().currsize if hasattr(defaults, "cache_info") else "at-import"
     print(answer, refused, built)
 
 asyncio.run(main())
@@ -128,7 +130,9 @@ asyncio.run(main())
 def test_an_accepted_tls_connection_builds_no_default_context_and_still_checks_clients():
     result = run([PYTHON, "-c", ACCEPT_TLS], timeout=60)
     assert result.returncode == 0, result
-    assert result.stdout.split() == ["{'ping':", "1}", "True", "0"], result
+    # tornado 6.6 builds its default client context on first use: the accept must not
+    built = "0" if tornado.version_info >= (6, 6) else "at-import"
+    assert result.stdout.split() == ["{'ping':", "1}", "True", built], result
 
 
 REFRESH_LOADER = """
