@@ -47,16 +47,20 @@ def snapshot(dask_scheduler: Any) -> dict[str, int]:
             if ts.state in ("waiting", "queued", "no-worker")
         ),
         "workers": len(dask_scheduler.workers),
+        # distributed pauses a worker whose process memory is over its pause fraction;
+        # it says so in a warning the job log leaves out without -v
+        "paused": sum(ws.status.name == "paused" for ws in workers),
         "memory": sum(ws.memory.process for ws in workers),
         "memory_limit": sum(ws.memory_limit or 0 for ws in workers),
     }
 
 
 def format_line(numbers: dict[str, int], elapsed: float, expected_workers: int) -> str:
+    paused = f", {numbers['paused']} paused for memory" if numbers["paused"] else ""
     return (
         f"launcher: progress after {format_time(elapsed)}: {numbers['done']} tasks done, "
         f"{numbers['in_flight']} running, {numbers['waiting']} waiting, "
-        f"{numbers['erred']} failed; workers {numbers['workers']}/{expected_workers}; "
+        f"{numbers['erred']} failed; workers {numbers['workers']}/{expected_workers}{paused}; "
         f"memory {format_bytes(numbers['memory'])} of {format_bytes(numbers['memory_limit'])}"
     )
 

@@ -120,6 +120,42 @@ def test_progress_lines_are_plain_text_in_a_log(script):
     assert "\r" not in result.stderr and "\x1b" not in result.stderr
 
 
+PAUSED = """
+import builtins, time
+from distributed import get_client
+client = get_client()
+
+def leak(mb):
+    import numpy as np
+    builtins.__dict__.setdefault("leaks", []).append(np.ones(mb * 2**20 // 8))
+
+def status():
+    return [w["status"] for w in client.scheduler_info()["workers"].values()]
+
+for step in range(20):  # 30 MiB at a time into the pause band (80-95% of the limit)
+    client.run(leak, 30)
+    time.sleep(0.5)
+    if status() == ["paused"]:
+        break
+print("STATUS", status(), flush=True)
+time.sleep(2.5)
+client.run(lambda: builtins.leaks.clear())
+"""
+
+
+def test_progress_lines_count_workers_paused_for_memory(script):
+    """distributed pauses a worker over 80% of its memory limit, and says so only in a
+    warning the job log leaves out: the progress line showed tasks waiting and nothing
+    running, and not why."""
+    path = script(PAUSED)
+    result = run(
+        launcher_cmd("--progress-interval", "1", "--memory-limit", "500MiB", str(path), n=2)
+    )
+    assert_clean(result)
+    assert "STATUS ['paused']" in result.stdout, result
+    assert re.search(r"workers 1/1, 1 paused for memory; memory", result.stderr), result
+
+
 LEFT_WAITING = """
 import time
 from distributed import Event, Semaphore, get_client, progress
