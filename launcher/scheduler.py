@@ -124,9 +124,14 @@ class SchedulerService:
                 await self._stop.wait()
             else:
                 worker = import_term(worker_class(plan))
-                async with worker(scheduler_ip=scheduler.address, **self.worker_options):
+                async with worker(scheduler_ip=scheduler.address, **self.worker_options) as w:
                     self._ready.set_result(scheduler.address)
                     await self._stop.wait()
+                    # Stopped as on a worker rank, not waiting for running tasks: left to
+                    # its close, a task still running (the job interrupted by a signal,
+                    # a script that raised) held the job past its shutdown timeout, and
+                    # the job that had been interrupted ended in MPI_Abort as failed.
+                    await w._stop()
             await scheduler.close(reason="launcher: job finished")
 
 

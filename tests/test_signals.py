@@ -227,3 +227,35 @@ def test_distributeds_sync_cancel_race_is_not_printed():
     assert not _drop_sync_cancel_race(record(message, exc_info))
     assert _drop_sync_cancel_race(record("Exception in callback something else", exc_info))
     assert _drop_sync_cancel_race(record(message, None))
+
+
+ONE_PROCESS_BUSY = """
+import time
+from distributed import get_client
+client = get_client()
+future = client.submit(time.sleep, 120)
+print("BUSY", flush=True)
+END
+"""
+
+
+@pytest.mark.parametrize("flags", [[], ["--no-nanny"]], ids=["nanny", "no-nanny"])
+@pytest.mark.parametrize("end", ["SIGTERM", "exit 4"])
+def test_in_one_process_the_job_ends_in_time_while_a_task_runs(script, tmp_path, flags, end):
+    """Without mpirun the worker shares the scheduler's process, and it was closed
+    waiting for its running tasks: a signal, or a script that ended, while a task ran
+    held the job until the shutdown timeout, which ended it with MPI_Abort as failed."""
+    summary = tmp_path / "summary.json"
+    body = "time.sleep(120)" if end == "SIGTERM" else "raise SystemExit(4)"
+    path = script(ONE_PROCESS_BUSY.replace("END", body))
+    job = start(launcher_cmd("--summary", str(summary), *flags, str(path), n=None))
+    job.wait_for_line("BUSY")
+    if end == "SIGTERM":
+        os.kill(job.proc.pid, signal.SIGTERM)
+    result = job.finish(timeout=30)
+    status, code = ("interrupted", 143) if end == "SIGTERM" else ("failed", 4)
+    assert result.returncode == code and not result.leftovers, result
+    assert f"launcher: {status}, exit {code}" in result.stderr, result
+    assert "MPI_Abort" not in result.output and "shutdown timeout" not in result.stderr, result
+    data = json.loads(summary.read_text())
+    assert data["status"] == status and data["shutdown_seconds"] < 3, data
