@@ -52,6 +52,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import shlex
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from typing import Any
@@ -205,7 +206,9 @@ def _cluster_settings(arg: Mapping | None, kwargs: dict[str, Any]) -> list[tuple
     found: list[tuple[str, Any]] = []
 
     def walk(key: str, value: Any) -> None:
-        if isinstance(value, Mapping) and value:
+        # A mapping with capitals in its keys (resources named GPU) stays whole: an
+        # environment variable can only give those as a dict (_environment_setting).
+        if isinstance(value, Mapping) and value and all(str(k) == str(k).lower() for k in value):
             for inner, item in value.items():
                 walk(f"{key}.{inner}", item)
         elif key.lower().replace("_", "-").startswith(_CLUSTER_KEYS):
@@ -220,9 +223,22 @@ def _cluster_settings(arg: Mapping | None, kwargs: dict[str, Any]) -> list[tuple
 
 
 def _environment_setting(key: str, value: Any) -> str:
-    """``export DASK_A__B_C=value``: what Dask reads from the environment on every rank."""
-    name = dask_env_var(key)
-    if isinstance(value, (bool, int, float, str)) or value is None:
+    """``export DASK_A__B_C=value``: what Dask reads from the environment on every rank.
+
+    Dask lowers the names in a variable's name, not in its value, so a key with
+    capitals goes into a dict under its parent: distributed.worker.resources.GPU=1 is
+    ``DASK_DISTRIBUTED__WORKER__RESOURCES="{'GPU': 1}"``, where
+    ``DASK_DISTRIBUTED__WORKER__RESOURCES__GPU=1`` would name a resource "gpu"."""
+    parts = key.split(".")
+    cased = next((i for i, part in enumerate(parts) if part != part.lower()), len(parts))
+    for part in reversed(parts[cased:]):
+        value = {part: value}
+    name = dask_env_var(".".join(parts[:cased]))
+    if isinstance(value, Mapping):
+        return f'export {name}="{dict(value)!r}"'
+    if isinstance(value, str):
+        return f"export {name}={shlex.quote(value)}"
+    if isinstance(value, (bool, int, float)) or value is None:
         return f"export {name}={value}"
     return f"export {name}=..."
 

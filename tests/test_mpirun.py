@@ -8,6 +8,7 @@ import ast
 import json
 import os
 import re
+import shlex
 import shutil
 import stat
 import time
@@ -836,6 +837,7 @@ from distributed import get_client
 dask.config.set({"distributed.worker.daemon": False, "array.chunk-size": "64MiB"})
 dask.config.set(distributed__scheduler__allowed_failures=10)
 dask.config.set({"distributed.worker.daemon": False})
+dask.config.set({"distributed.worker.resources": {"GPU": 1}})
 with dask.config.set(scheduler="sync"):
     print("LOCAL", dask.delayed(os.getpid)().compute() == os.getpid())
 dask.config.set(scheduler="threads")
@@ -847,6 +849,7 @@ def starts_a_process():
     return child.exitcode
 
 print("RESULT", get_client().submit(starts_a_process).result())
+print("GPU", get_client().submit(abs, -1, resources={"GPU": 1}).result())
 """
 
 
@@ -854,7 +857,8 @@ def test_settings_the_cluster_cannot_follow_are_said_with_what_to_do(script):
     # At the top of a dask-mpi or LocalCluster script they reached the cluster started
     # after them; here it started before, and they were silently without effect (a
     # task starting a process failed: "daemonic processes are not allowed to have
-    # children"). The line names the variable that does reach it: try it.
+    # children"). The line names the variable that does reach it: try them. (Dask
+    # lowers the names in a variable's name: a resource GPU goes in a dict.)
     path = str(script(DAEMON))
     result = run(launcher_cmd(path), timeout=60)
     assert_clean(result, 1)
@@ -869,16 +873,20 @@ def test_settings_the_cluster_cannot_follow_are_said_with_what_to_do(script):
             "distributed.scheduler.allowed_failures=10",
             "export DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES=10",
         ),
+        (
+            "distributed.worker.resources={'GPU': 1}",
+            "export DASK_DISTRIBUTED__WORKER__RESOURCES=\"{'GPU': 1}\"",
+        ),
     ], result
     assert "daemonic processes are not allowed to have children" in result.stderr, result
     # A laptop's local scheduler leaves the job's workers idle: said once.
     assert "LOCAL True" in result.stdout, result
     notice = "launcher: dask.config.set(scheduler='sync') in your script: Dask computes in"
     assert result.stderr.count(notice) == 1 and "scheduler='threads'" not in result.stderr
-    name, value = said[0][1].removeprefix("export ").split("=")
-    result = run(launcher_cmd(path), env={name: value}, timeout=60)
+    exports = dict(shlex.split(export)[1].split("=", 1) for _, export in said)
+    result = run(launcher_cmd(path), env=exports, timeout=60)
     assert_clean(result)
-    assert "RESULT 0" in result.stdout, result
+    assert "RESULT 0" in result.stdout and "GPU 1" in result.stdout, result
 
 
 AS_IT_GOES = """
