@@ -36,6 +36,15 @@ launcher each of those went wrong:
   silently without effect (``distributed.worker.daemon: False`` for a task's
   ``multiprocessing.Pool``, memory thresholds). It is still set, for the client's
   process, and one line says how to set it for the job.
+- dask-jobqueue's ``SLURMRunner`` (its way to run a cluster inside one job: every Slurm
+  task runs the script, and the runner gives each its role) made the client rank,
+  Slurm task 0, a second scheduler that waited for workers that never came: the job
+  hung until its walltime. Here a runner is the client of the job's cluster, as its
+  client task would be: ``Client(runner)`` connects to it and ``runner.n_workers`` is
+  the job's worker count. And importing dask-jobqueue (even an unused
+  ``from dask_jobqueue import SLURMCluster`` left in) set Ctrl-C's handler to
+  ``sys.exit()`` (dask_jobqueue/runner.py, at import), so that an interrupted job
+  ended "ok, exit 0": the launcher's handler is put back.
 - The tutorial's ``SLURMCluster(...)`` and ``cluster.scale(5)`` do not fail under
   Slurm: every worker becomes a Slurm job of its own again, waiting in the queue and
   dying at its own walltime, while the workers this job was given sit idle until it
@@ -49,11 +58,16 @@ launcher each of those went wrong:
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
 import inspect
 import logging
 import os
 import shlex
-from collections.abc import Callable, Iterator, Mapping
+import signal
+import sys
+import types
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
@@ -61,6 +75,7 @@ import dask
 import dask.config
 import dask_mpi
 from distributed import Client
+from distributed.core import Status
 from distributed.deploy.spec import SpecCluster
 
 from launcher.config import dask_env_var
@@ -182,7 +197,84 @@ def handled(workers: int) -> Iterator[None]:
         ):
             restore.callback(setattr, owner, name, getattr(owner, name))
             setattr(owner, name, replacement)
+        ctrl_c = signal.getsignal(signal.SIGINT)
+
+        def adopt_runners(runner_module: types.ModuleType) -> None:
+            if ctrl_c is not None and ctrl_c != signal.getsignal(signal.SIGINT):
+                signal.signal(signal.SIGINT, ctrl_c)
+            _runners_join_the_job(runner_module, restore, workers)
+
+        if _RUNNER_MODULE in sys.modules:
+            adopt_runners(sys.modules[_RUNNER_MODULE])
+        else:  # imported by the script, if at all: dask-jobqueue costs nothing otherwise
+            finder = _OnImport(_RUNNER_MODULE, adopt_runners)
+            sys.meta_path.insert(0, finder)
+            restore.callback(sys.meta_path.remove, finder)
         yield
+
+
+#: dask-jobqueue's runners (SLURMRunner and the base of every runner).
+_RUNNER_MODULE = "dask_jobqueue.runner"
+
+
+def _runners_join_the_job(module: types.ModuleType, restore: ExitStack, workers: int) -> None:
+    """A runner created in the script takes the client's role in the job's cluster
+    (``BaseRunner._start`` decides the role, then starts a scheduler or worker there)."""
+    base = module.BaseRunner
+
+    async def start(runner: Any) -> None:
+        options = {
+            "scheduler_options": _without_scheduler_file(runner.scheduler_options),
+            "worker_options": _without_scheduler_file(runner.worker_options),
+        }
+        _ignored(type(runner).__name__, {key: value for key, value in options.items() if value})
+        runner.role = module.Role.client
+        runner.scheduler_address = dask.config.get("scheduler-address")
+        runner.n_workers = workers
+        await runner.before_client_start()
+        runner.status = Status.running
+
+    restore.callback(setattr, base, "_start", base._start)
+    base._start = start
+
+
+def _without_scheduler_file(options: Mapping[str, Any]) -> dict[str, Any]:
+    """A runner's options, without the scheduler file SLURMRunner adds to them itself."""
+    return {key: value for key, value in options.items() if key != "scheduler_file"}
+
+
+class _OnImport(importlib.abc.MetaPathFinder):
+    """Calls ``then(module)`` right after ``name`` has been imported (Python has no
+    post-import hook): finds the module with the other finders, and runs ``then`` after
+    its loader has run the module's code."""
+
+    def __init__(self, name: str, then: Callable[[types.ModuleType], None]) -> None:
+        self.name = name
+        self.then = then
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None,
+        target: types.ModuleType | None = None,
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname != self.name:
+            return None
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None)
+            spec = find(fullname, path, target) if finder is not self and find else None
+            if spec is not None and spec.loader is not None:
+                break
+        else:
+            return None
+        run = spec.loader.exec_module
+
+        def exec_module(module: types.ModuleType) -> None:
+            run(module)
+            self.then(module)
+
+        spec.loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
 
 
 #: dask's schedulers that compute in the calling process, leaving the workers idle.

@@ -1463,3 +1463,36 @@ def test_in_one_process_a_restarted_worker_does_not_run_the_script(script):
     assert result.stdout.count("SCRIPT TOP") == 1, result
     assert "AFTER KILL 9" in result.stdout and "AFTER RESTART 16" in result.stdout, result
     assert result.stderr.count("is restarted") == 1, result
+
+
+SLURM_RUNNER = """
+import os
+# as srun sets them for the job's first task
+os.environ.update(SLURM_PROCID="0", SLURM_NTASKS="3", SLURM_JOB_ID="77")
+from dask.distributed import Client
+from dask_jobqueue.slurm import SLURMRunner
+
+options = {"scheduler_file": "scheduler-{job_id}.json", "worker_options": {"nthreads": 8}}
+with SLURMRunner(**options) as runner:
+    with Client(runner) as client:
+        client.wait_for_workers(runner.n_workers)
+        print("WORKERS", runner.n_workers, len(client.scheduler_info()["workers"]))
+        print("RESULT", client.submit(sum, [40, 2]).result())
+"""
+
+
+def test_a_script_written_for_dask_jobqueues_slurm_runner_runs_on_the_jobs_cluster(
+    script, tmp_path
+):
+    """SLURMRunner has every Slurm task run the script and gives task 0 the scheduler's
+    role: here that started a second scheduler in the client rank, which waited for
+    workers that never came (the job hung until its walltime). The runner is now the
+    job's client, as dask-mpi's initialize() is."""
+    result = run(launcher_cmd(str(script(SLURM_RUNNER)), n=3), timeout=60, cwd=tmp_path)
+    assert_clean(result)
+    assert not list(tmp_path.glob("scheduler-*.json")), result  # no scheduler of its own
+    assert "WORKERS 2 2" in result.stdout and "RESULT 42" in result.stdout, result
+    assert "SLURMRunner() in your script: the launcher's cluster is up already; ignored: " in (
+        result.stderr
+    ), result
+    assert "'nthreads': 8" in result.stderr and "scheduler_file" not in result.stderr, result

@@ -259,3 +259,19 @@ def test_in_one_process_the_job_ends_in_time_while_a_task_runs(script, tmp_path,
     assert "MPI_Abort" not in result.output and "shutdown timeout" not in result.stderr, result
     data = json.loads(summary.read_text())
     assert data["status"] == status and data["shutdown_seconds"] < 3, data
+
+
+def test_ctrl_c_interrupts_a_script_that_imports_dask_jobqueue(script, tmp_path):
+    """dask-jobqueue sets SIGINT's handler to sys.exit() as it is imported (its runner
+    module), and the job then ended "ok, exit 0" on Ctrl-C: the tutorial's import, left
+    in a script after its SLURMCluster lines were deleted, was enough."""
+    sleepy = SLEEPY.replace("import os,", "import dask_jobqueue, os,")
+    path = script(sleepy.replace("MODE", "raise"))
+    summary = tmp_path / "summary.json"
+    job = start(launcher_cmd("--summary", str(summary), str(path)))
+    job.wait_for_line("PIDS")
+    os.kill(job.proc.pid, signal.SIGINT)
+    result = job.finish(timeout=15)
+    assert result.returncode == 130 and not result.leftovers, result
+    assert "INTERRUPTED SIGINT received" in result.stdout, result
+    assert json.loads(summary.read_text())["status"] == "interrupted"
