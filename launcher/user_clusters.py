@@ -267,13 +267,15 @@ class _OnImport(importlib.abc.MetaPathFinder):
                 break
         else:
             return None
-        run = spec.loader.exec_module
+        loader = spec.loader
+        run = loader.exec_module
 
         def exec_module(module: types.ModuleType) -> None:
+            del loader.exec_module  # the loader's own again (one loader may serve a zip)
             run(module)
             self.then(module)
 
-        spec.loader.exec_module = exec_module  # type: ignore[method-assign]
+        loader.exec_module = exec_module  # type: ignore[method-assign]
         return spec
 
 
