@@ -66,6 +66,7 @@ import os
 import shlex
 import signal
 import sys
+import threading
 import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
@@ -92,11 +93,12 @@ class SecondCluster(RuntimeError):
 
 @contextmanager
 def handled(workers: int) -> Iterator[None]:
-    """While inside, dask-mpi's calls find the cluster up, a client asking for a
-    scheduler file gets the job's scheduler, ``client.shutdown()`` closes the client,
-    waiting for more workers than the job has fails, setting what only the cluster
-    reads says how to set it for the job, a local scheduler is pointed out, and
-    ``SpecCluster`` and its subclasses cannot be created."""
+    """While inside, dask-mpi's calls and dask-jobqueue's runners find the cluster up,
+    a client asking for a scheduler file gets the job's scheduler,
+    ``client.shutdown()`` closes the client, waiting for more workers than the job has
+    fails, setting what only the cluster reads says how to set it for the job, a local
+    scheduler is pointed out, and ``SpecCluster`` and its subclasses cannot be
+    created."""
 
     def refuse(cluster: SpecCluster, *args: Any, **kwargs: Any) -> None:
         name = type(cluster).__name__
@@ -199,10 +201,23 @@ def handled(workers: int) -> Iterator[None]:
             setattr(owner, name, replacement)
         ctrl_c = signal.getsignal(signal.SIGINT)
 
-        def adopt_runners(runner_module: types.ModuleType) -> None:
-            if ctrl_c is not None and ctrl_c != signal.getsignal(signal.SIGINT):
+        def keep_ctrl_c() -> None:
+            """dask-jobqueue sets Ctrl-C's handler to ``sys.exit()``: as its runner
+            module is imported up to 0.9.0 (dask-jobqueue #696), as a runner is made
+            since (#697); only in the main thread."""
+            if (
+                os.getpid() == client_process
+                and threading.current_thread() is threading.main_thread()
+                and ctrl_c is not None
+                and ctrl_c != signal.getsignal(signal.SIGINT)
+            ):
                 signal.signal(signal.SIGINT, ctrl_c)
-            _runners_join_the_job(runner_module, restore, workers)
+
+        def adopt_runners(runner_module: types.ModuleType) -> None:
+            if os.getpid() != client_process:  # a process the script forked: its own
+                return
+            keep_ctrl_c()
+            _runners_join_the_job(runner_module, restore, workers, keep_ctrl_c)
 
         if _RUNNER_MODULE in sys.modules:
             adopt_runners(sys.modules[_RUNNER_MODULE])
@@ -217,10 +232,18 @@ def handled(workers: int) -> Iterator[None]:
 _RUNNER_MODULE = "dask_jobqueue.runner"
 
 
-def _runners_join_the_job(module: types.ModuleType, restore: ExitStack, workers: int) -> None:
+def _runners_join_the_job(
+    module: types.ModuleType, restore: ExitStack, workers: int, keep_ctrl_c: Callable[[], None]
+) -> None:
     """A runner created in the script takes the client's role in the job's cluster
-    (``BaseRunner._start`` decides the role, then starts a scheduler or worker there)."""
+    (``BaseRunner._start`` decides the role, then starts a scheduler or worker there),
+    and leaves Ctrl-C to the launcher."""
     base = module.BaseRunner
+    init = base.__init__
+
+    def made(runner: Any, *args: Any, **kwargs: Any) -> None:
+        init(runner, *args, **kwargs)
+        keep_ctrl_c()
 
     async def start(runner: Any) -> None:
         options = {
@@ -234,8 +257,9 @@ def _runners_join_the_job(module: types.ModuleType, restore: ExitStack, workers:
         await runner.before_client_start()
         runner.status = Status.running
 
-    restore.callback(setattr, base, "_start", base._start)
-    base._start = start
+    for name, replacement in (("__init__", made), ("_start", start)):
+        restore.callback(setattr, base, name, getattr(base, name))
+        setattr(base, name, replacement)
 
 
 def _without_scheduler_file(options: Mapping[str, Any]) -> dict[str, Any]:
