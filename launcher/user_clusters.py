@@ -148,14 +148,15 @@ def handled(workers: int) -> Iterator[None]:
 
     original_wait_for_workers = Client.wait_for_workers
 
-    def wait_for_workers(client: Client, n_workers: int, timeout: float | None = None) -> None:
+    def wait_for_workers(client: Client, n_workers: int, timeout: float | None = None) -> Any:
         if isinstance(n_workers, int) and n_workers > workers:
             raise ValueError(
                 f"wait_for_workers({n_workers}): this job has {workers} worker(s), all "
                 "joined before your script started, and no more will come; wait for at "
                 f"most {workers}, or give the job more tasks"
             )
-        original_wait_for_workers(client, n_workers, timeout)
+        # what an asynchronous client's caller awaits
+        return original_wait_for_workers(client, n_workers, timeout)
 
     class config_set(dask.config.set):
         def __init__(self, arg: Mapping | None = None, *args: Any, **kwargs: Any) -> None:

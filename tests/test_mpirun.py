@@ -1496,3 +1496,31 @@ def test_a_script_written_for_dask_jobqueues_slurm_runner_runs_on_the_jobs_clust
         result.stderr
     ), result
     assert "'nthreads': 8" in result.stderr and "scheduler_file" not in result.stderr, result
+
+
+ASYNCHRONOUS = """
+import asyncio, os
+os.environ.update(SLURM_PROCID="0", SLURM_NTASKS="3", SLURM_JOB_ID="78")
+from distributed import Client
+from dask_jobqueue.slurm import SLURMRunner
+
+async def main():
+    async with Client(asynchronous=True) as client:
+        await client.wait_for_workers(2)
+        print("ASYNC", await client.submit(sum, [1, 2]))
+    async with SLURMRunner(asynchronous=True, scheduler_file="s-{job_id}.json") as runner:
+        async with Client(runner, asynchronous=True) as client:
+            await client.wait_for_workers(runner.n_workers)
+            print("ASYNC RUNNER", await client.submit(sum, [3, 4]), runner.n_workers)
+
+asyncio.run(main())
+"""
+
+
+def test_asynchronous_clients_and_runners_wait_for_workers(script, tmp_path):
+    # The launcher's wait_for_workers (which refuses more workers than the job has)
+    # returned None where an asynchronous client returns what its caller awaits.
+    result = run(launcher_cmd(str(script(ASYNCHRONOUS)), n=3), timeout=60, cwd=tmp_path)
+    assert_clean(result)
+    assert "ASYNC 3" in result.stdout and "ASYNC RUNNER 7 2" in result.stdout, result
+    assert not NOISE.search(result.output), result
