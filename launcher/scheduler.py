@@ -131,7 +131,7 @@ class SchedulerService:
                     # its close, a task still running (the job interrupted by a signal,
                     # a script that raised) held the job past its shutdown timeout, and
                     # the job that had been interrupted ended in MPI_Abort as failed.
-                    await w._stop()
+                    await w.stop_at_job_end()
             await scheduler.close(reason="launcher: job finished")
 
 

@@ -95,9 +95,9 @@ class _StopListening:
                 return
 
     def _begin_stop(self) -> None:
-        self._closing = asyncio.ensure_future(self._stop())
+        self._closing = asyncio.ensure_future(self.stop_at_job_end())
 
-    async def _stop(self) -> None:
+    async def stop_at_job_end(self) -> None:
         raise NotImplementedError
 
 
@@ -200,7 +200,7 @@ class MPIWorker(_StopListening, LauncherWorker):
         self._ending_because(reason)
         return await super().close(*args, reason=reason, **kwargs)
 
-    async def _stop(self) -> None:
+    async def stop_at_job_end(self) -> None:
         # executor_wait=False: a task still running in a thread cannot be interrupted,
         # and the rank exits right after, so do not wait for it.
         await self.close(reason="launcher: job finished", executor_wait=False, timeout=5)
@@ -340,9 +340,9 @@ class MPINanny(_StopListening, Nanny):
     async def _on_worker_exit(self, exitcode: int) -> None:
         self._end_what_its_tasks_started()
         # distributed's starts a new worker process when the nanny is not closing yet,
-        # which it is not while _stop below kills the worker: at the job's end a nanny
-        # started a worker that then failed to register ("name taken") and left its
-        # semaphores behind.
+        # which it is not while stop_at_job_end below kills the worker: at the job's end
+        # a nanny started a worker that then failed to register ("name taken") and left
+        # its semaphores behind.
         if self._closing is not None:
             return
         if exitcode:
@@ -379,7 +379,7 @@ class MPINanny(_StopListening, Nanny):
             )
         return f"{where}: its worker process exited with status {exitcode} and is restarted"
 
-    async def _stop(self) -> None:
+    async def stop_at_job_end(self) -> None:
         # Nanny.close asks the worker to finish its running tasks first (executor_wait);
         # the job is over, so stop it without waiting, then close the nanny. A worker
         # still starting (say, restarting after its scheduler died) would make the
