@@ -9,7 +9,8 @@ means the same thing wherever it is set.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import shlex
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,6 +156,27 @@ def dask_env_var(key: str) -> str:
     """The environment variable Dask reads a dotted config key from:
     ``distributed.worker.daemon`` -> ``DASK_DISTRIBUTED__WORKER__DAEMON``."""
     return "DASK_" + "__".join(part.upper().replace("-", "_") for part in key.split("."))
+
+
+def dask_export(key: str, value: Any) -> str:
+    """``export DASK_A__B_C=value``: what Dask reads from the environment on every rank.
+
+    Dask lowers the names in a variable's name, not in its value, so a key with
+    capitals goes into a dict under its parent: distributed.worker.resources.GPU=1 is
+    ``DASK_DISTRIBUTED__WORKER__RESOURCES="{'GPU': 1}"``, where
+    ``DASK_DISTRIBUTED__WORKER__RESOURCES__GPU=1`` would name a resource "gpu"."""
+    parts = key.split(".")
+    cased = next((i for i, part in enumerate(parts) if part != part.lower()), len(parts))
+    for part in reversed(parts[cased:]):
+        value = {part: value}
+    name = dask_env_var(".".join(parts[:cased]))
+    if isinstance(value, Mapping):
+        return f'export {name}="{dict(value)!r}"'
+    if isinstance(value, str):
+        return f"export {name}={shlex.quote(value)}"
+    if isinstance(value, (bool, int, float)) or value is None:
+        return f"export {name}={value}"
+    return f"export {name}=..."
 
 
 def _yaml_files() -> list[Path]:

@@ -24,6 +24,7 @@ from distributed.core import ErrorMessage, Status, error_message
 from distributed.protocol import pickle
 from tornado.ioloop import PeriodicCallback
 
+from launcher.config import dask_export
 from launcher.dashboard import DashboardOnFirstVisit
 from launcher.plan import Plan
 
@@ -272,7 +273,7 @@ def why_no_worker_can_run(
         reasons.append(
             f"it needs resources {example}, and the workers have "
             f"{_few(offers) if offers else 'none'}; give the workers resources in the "
-            f'jobscript, e.g. export DASK_DISTRIBUTED__WORKER__RESOURCES="{example}"'
+            f"jobscript, e.g. {dask_export('distributed.worker.resources', resources)}"
             + (
                 f" (a dict keeps the case of {case!r}, which "
                 f"DASK_DISTRIBUTED__WORKER__RESOURCES__{case.upper()}=... would lower)"

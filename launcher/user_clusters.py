@@ -63,7 +63,6 @@ import importlib.machinery
 import inspect
 import logging
 import os
-import shlex
 import signal
 import sys
 import threading
@@ -79,7 +78,7 @@ from distributed import Client
 from distributed.core import Status
 from distributed.deploy.spec import SpecCluster
 
-from launcher.config import dask_env_var
+from launcher.config import dask_export
 
 log = logging.getLogger("launcher")
 
@@ -182,7 +181,7 @@ def handled(workers: int) -> Iterator[None]:
                         "job instead (%s in the jobscript, or a Dask YAML file)",
                         key,
                         value,
-                        _environment_setting(key, value),
+                        dask_export(key, value),
                     )
 
     said: set[str] = set()
@@ -326,7 +325,7 @@ def _cluster_settings(arg: Mapping | None, kwargs: dict[str, Any]) -> list[tuple
 
     def walk(key: str, value: Any) -> None:
         # A mapping with capitals in its keys (resources named GPU) stays whole: an
-        # environment variable can only give those as a dict (_environment_setting).
+        # environment variable can only give those as a dict (launcher/config.py dask_export).
         if isinstance(value, Mapping) and value and all(str(k) == str(k).lower() for k in value):
             for inner, item in value.items():
                 walk(f"{key}.{inner}", item)
@@ -339,27 +338,6 @@ def _cluster_settings(arg: Mapping | None, kwargs: dict[str, Any]) -> list[tuple
         if key not in ("config", "lock"):
             walk(key.replace("__", "."), value)
     return found
-
-
-def _environment_setting(key: str, value: Any) -> str:
-    """``export DASK_A__B_C=value``: what Dask reads from the environment on every rank.
-
-    Dask lowers the names in a variable's name, not in its value, so a key with
-    capitals goes into a dict under its parent: distributed.worker.resources.GPU=1 is
-    ``DASK_DISTRIBUTED__WORKER__RESOURCES="{'GPU': 1}"``, where
-    ``DASK_DISTRIBUTED__WORKER__RESOURCES__GPU=1`` would name a resource "gpu"."""
-    parts = key.split(".")
-    cased = next((i for i, part in enumerate(parts) if part != part.lower()), len(parts))
-    for part in reversed(parts[cased:]):
-        value = {part: value}
-    name = dask_env_var(".".join(parts[:cased]))
-    if isinstance(value, Mapping):
-        return f'export {name}="{dict(value)!r}"'
-    if isinstance(value, str):
-        return f"export {name}={shlex.quote(value)}"
-    if isinstance(value, (bool, int, float)) or value is None:
-        return f"export {name}={value}"
-    return f"export {name}=..."
 
 
 def _given(function: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
