@@ -30,6 +30,7 @@ from launcher.protocol import final_barrier, prepare_directory, remove_directory
 from launcher.scheduler import SchedulerService
 from launcher.script_context import worker_prints_once
 from launcher.serving import describe, worker_options
+from launcher.stdin import forward_stdin
 from launcher.summary import Summary
 from launcher.user_clusters import handled
 from launcher.usercode import finalize, hard_exits_end_the_job, run_target
@@ -195,6 +196,8 @@ class ClientRank:
         self.summary.scheduler_address = address
         worker_prints_once()
         self.client = Client(address)
+        if plan.stdin_through_scheduler:
+            forward_stdin(address)
         self.wait_for_workers()
         self.summary.dashboard_url = self.announce_dashboard()
 

@@ -74,6 +74,12 @@ class Plan:
     def workers(self) -> tuple[RankPlan, ...]:
         return tuple(r for r in self.ranks if r.is_worker)
 
+    @property
+    def stdin_through_scheduler(self) -> bool:
+        """MPI launchers give their standard input to rank 0: a script on another rank
+        reads it through the scheduler there (launcher/stdin.py)."""
+        return self.client_rank != 0 and self.scheduler_rank == 0
+
     def for_rank(self, rank: int) -> RankPlan:
         return self.ranks[rank]
 

@@ -27,6 +27,7 @@ from tornado.ioloop import PeriodicCallback
 from launcher.config import dask_export
 from launcher.dashboard import DashboardOnFirstVisit
 from launcher.plan import Plan
+from launcher.stdin import StdinSource
 
 log = logging.getLogger("launcher")
 
@@ -167,6 +168,7 @@ class JobScheduler(Scheduler):
         self.expected_workers = expected_workers
         self.job_over = False
         self.handlers["launcher_job_over"] = self.launcher_job_over
+        self.handlers["launcher_stdin"] = StdinSource().read
         self.periodic_callbacks["launcher-unrunnable"] = PeriodicCallback(
             self.fail_what_no_worker_can_run, 500
         )

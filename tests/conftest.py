@@ -17,6 +17,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -77,13 +78,16 @@ def _reap(token: str, grace: float) -> list[str]:
 class Started:
     """A command running in its own session, with its output collected as it comes."""
 
-    def __init__(self, cmd: list, env: dict[str, str] | None, cwd: Path | str | None) -> None:
+    def __init__(
+        self, cmd: list, env: dict[str, str] | None, cwd: Path | str | None, stdin: Any = None
+    ) -> None:
         self.token = uuid.uuid4().hex
         full_env = {**os.environ, **LOOPBACK_ONLY, **(env or {}), "LAUNCHER_TEST_TOKEN": self.token}
         self.cmd = [str(c) for c in cmd]
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
             self.cmd,
+            stdin=stdin,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -147,9 +151,14 @@ class Started:
 
 
 def start(
-    cmd: list, *, env: dict[str, str] | None = None, cwd: Path | str | None = None
+    cmd: list,
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | str | None = None,
+    stdin: Any = None,
 ) -> Started:
-    return Started(cmd, env, cwd)
+    """``stdin``: as Popen's (None: the test's own)."""
+    return Started(cmd, env, cwd, stdin)
 
 
 def run(
@@ -159,9 +168,10 @@ def run(
     env: dict[str, str] | None = None,
     cwd: Path | str | None = None,
     grace: float = 5.0,
+    stdin: Any = None,
 ) -> Result:
     """Run ``cmd`` to the end; every process it started must be gone afterwards."""
-    return start(cmd, env=env, cwd=cwd).finish(timeout=timeout, grace=grace)
+    return start(cmd, env=env, cwd=cwd, stdin=stdin).finish(timeout=timeout, grace=grace)
 
 
 def launcher_cmd(*args: str, n: int | None = 4) -> list[str]:

@@ -5,12 +5,14 @@ the job outlives it.
 """
 
 import ast
+import hashlib
 import json
 import os
 import re
 import shlex
 import shutil
 import stat
+import subprocess
 import time
 from pathlib import Path
 
@@ -125,6 +127,68 @@ def test_command_runs_as_main():
     assert_clean(result, 1)
     assert "command __main__ ['-c', 'a', '-v'] 2" in result.stdout, result
     assert 'File "<string>", line 6, in <module>\nZeroDivisionError' in result.stderr, result
+
+
+READS_STDIN = """
+import hashlib, subprocess, sys
+from mpi4py import MPI
+print("client rank", MPI.COMM_WORLD.Get_rank(), flush=True)
+first = subprocess.run(["dd", "bs=1", "count=11", "status=none"], stdout=subprocess.PIPE)
+print("FIRST", first.stdout, flush=True)
+data = sys.stdin.buffer.read()
+print("REST", len(data), hashlib.sha256(data).hexdigest())
+"""
+
+
+@pytest.mark.parametrize("layout", ["compact", "dedicated"])
+def test_the_script_reads_what_was_piped_into_mpirun(script, tmp_path, layout):
+    """mpirun gives its standard input to rank 0, and the dedicated layout runs the
+    script on rank 1: there hydra gave it a pipe that never ends (the job waited
+    until the walltime), Open MPI gives it /dev/null. Programs the script starts read
+    the same input."""
+    body = os.urandom(20_000).hex().encode()  # hydra fails inputs over 64 KiB: LEFT
+    (tmp_path / "input").write_bytes(b"first line\n" + body)
+    with open(tmp_path / "input", "rb") as stdin:
+        result = run(launcher_cmd("--layout", layout, str(script(READS_STDIN))), stdin=stdin)
+    assert_clean(result)
+    assert f"client rank {int(layout == 'dedicated')}" in result.stdout, result
+    assert "FIRST b'first line\\n'" in result.stdout, result
+    assert f"REST {len(body)} {hashlib.sha256(body).hexdigest()}" in result.stdout, result
+
+
+LINES = """
+import sys
+print("READY", flush=True)
+for line in sys.stdin:
+    print("GOT", line.strip(), flush=True)
+print("END OF INPUT")
+"""
+
+
+def test_the_script_reads_its_input_as_it_comes_and_a_job_ends_without_reading_it(script):
+    """Through the dedicated layout's rank 0: a line typed into mpirun reaches the
+    script at once, its end too; a script that does not read its input ends the job as
+    usual while mpirun's input stays open (a terminal nobody types into)."""
+    job = start(launcher_cmd("--layout", "dedicated", str(script(LINES))), stdin=subprocess.PIPE)
+    job.wait_for_line("READY")
+    for word in ("one", "two"):
+        job.proc.stdin.write(f"{word}\n")
+        job.proc.stdin.flush()
+        job.wait_for_line(f"GOT {word}", timeout=10)
+    job.proc.stdin.close()
+    job.wait_for_line("END OF INPUT", timeout=10)
+    assert_clean(job.finish(timeout=30))
+
+    job = start(
+        launcher_cmd("--layout", "dedicated", str(script("print('NOT READING')"))),
+        stdin=subprocess.PIPE,
+    )
+    try:
+        result = job.finish(timeout=30)
+    finally:
+        job.proc.stdin.close()
+    assert_clean(result)
+    assert "NOT READING" in result.stdout, result
 
 
 LINEAGE = (
@@ -1324,6 +1388,20 @@ def test_other_mpis_run_the_cluster(other_mpi, script, tmp_path):
     data = json.loads(summary.read_text())
     assert (data["status"], data["exit_code"], data["workers"]) == ("failed", 3, 3), data
     assert data["protocol"] == "tls", data
+
+
+def test_other_mpis_give_the_script_on_rank_1_its_input(other_mpi, script, tmp_path):
+    """Open MPI gives ranks other than 0 /dev/null (the script read nothing), Intel
+    MPI's hydra a pipe that never ends. One line: Open MPI 5's mpirun never ends rank
+    0's input (openpmix #4024), so a script reading to the end waits there anyway."""
+    (tmp_path / "input").write_text("a line for the script\n")
+    path = str(script('print("GOT", input())'))
+    with open(tmp_path / "input") as stdin:
+        result = run(
+            other_mpi.cmd(4, "--layout", "dedicated", path), env=other_mpi.env, stdin=stdin
+        )
+    assert_clean(result)
+    assert "GOT a line for the script" in result.stdout, result
 
 
 @pytest.mark.parametrize("flags, world", [((), 1), (("--no-nanny",), 3)])

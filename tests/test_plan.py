@@ -47,6 +47,7 @@ def test_compact_layout_gives_every_other_rank_a_worker():
     assert plan.ranks[0].roles == ("scheduler", "client")
     assert [r.rank for r in plan.workers] == [1, 2, 3]
     assert plan.scheduler_rank == plan.client_rank == 0
+    assert not plan.stdin_through_scheduler
 
 
 def test_dedicated_layout_is_dask_mpis_classic():
@@ -54,6 +55,7 @@ def test_dedicated_layout_is_dask_mpis_classic():
     assert plan.ranks[0].roles == ("scheduler",) and plan.ranks[1].roles == ("client",)
     assert [r.rank for r in plan.workers] == [2, 3]
     assert plan.sources["layout"] == "flag --layout"
+    assert plan.stdin_through_scheduler  # mpirun gives rank 0 the input
 
 
 def test_one_process_runs_everything():
@@ -61,6 +63,7 @@ def test_one_process_runs_everything():
     assert plan.layout == "single-process"
     assert plan.ranks[0].roles == ("scheduler", "client", "worker")
     assert len(plan.workers) == 1
+    assert not plan.stdin_through_scheduler
 
 
 @pytest.mark.parametrize(("layout", "size"), [("dedicated", 2), ("dedicated", 1)])

@@ -1,0 +1,101 @@
+"""The job's standard input, for a script that runs on a rank other than 0.
+
+MPI launchers give their standard input to rank 0 (srun copies it to every task), and
+the dedicated layout runs the script on rank 1. There a script reading ``sys.stdin``
+got nothing under Open MPI (``/dev/null``: what was piped into mpirun was lost), and
+under MPICH's and Intel MPI's hydra a pipe that is never written to nor closed: it
+waited until the walltime (measured: ``echo hello | mpirun -n 4 python -m launcher
+--layout dedicated script.py`` hung, also with ``</dev/null``). dask-mpi's client is
+rank 1 too, and has the same problem.
+
+Rank 0 runs the scheduler there: it reads its standard input when the client rank asks
+(``StdinSource``, a scheduler handler), and the client rank feeds what it gets into a
+pipe that becomes its file descriptor 0 (``forward_stdin``), for the script and for the
+programs it starts. Reading only when asked keeps the data where it is until the script
+wants it (one chunk ahead, plus what the pipe holds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import queue
+import threading
+
+from distributed.core import rpc
+from distributed.security import Security
+
+CHUNK = 1 << 16
+
+
+class StdinSource:
+    """This process's standard input, a chunk per call of the scheduler's handler
+    ``launcher_stdin`` (b"" at its end).
+
+    The reads happen in a daemon thread: one that waits for a terminal (an interactive
+    mpirun whose user types nothing) must hold neither the scheduler's event loop nor
+    the end of the job, which a thread of asyncio's executor would (it is joined).
+    """
+
+    def __init__(self) -> None:
+        self._requests: queue.SimpleQueue[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = (
+            queue.SimpleQueue()
+        )
+        self._reader: threading.Thread | None = None
+
+    async def read(self) -> bytes:
+        if self._reader is None:
+            self._reader = threading.Thread(target=self._serve, name="launcher-stdin", daemon=True)
+            self._reader.start()
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[bytes] = loop.create_future()
+        self._requests.put((loop, answer))
+        return await answer
+
+    def _serve(self) -> None:
+        while True:
+            loop, answer = self._requests.get()
+            try:
+                data = os.read(0, CHUNK)
+            except OSError:  # no standard input at all (closed): as its end
+                data = b""
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the job is over
+                loop.call_soon_threadsafe(_answer, answer, data)
+
+
+def _answer(answer: asyncio.Future[bytes], data: bytes) -> None:
+    if not answer.done():  # not cancelled as the scheduler closed
+        answer.set_result(data)
+
+
+def forward_stdin(scheduler_address: str) -> None:
+    """Make this process's standard input a pipe fed from rank 0's, through the
+    scheduler at ``scheduler_address``; call before the script starts."""
+    read_end, write_end = os.pipe()
+    os.dup2(read_end, 0)
+    os.close(read_end)
+    feeder = threading.Thread(
+        target=_feed, args=(scheduler_address, write_end), name="launcher-stdin", daemon=True
+    )
+    feeder.start()
+
+
+def _feed(scheduler_address: str, write_end: int) -> None:
+    try:
+        asyncio.run(_pump(scheduler_address, write_end))
+    except OSError:
+        # The scheduler closed (the job is over: what the script did not read is not
+        # wanted), or the script closed its standard input: nothing to tell.
+        pass
+    finally:
+        os.close(write_end)  # the script reads the end of its input
+
+
+async def _pump(scheduler_address: str, write_end: int) -> None:
+    connection_args = Security().get_connection_args("client")
+    async with rpc(scheduler_address, connection_args=connection_args) as scheduler:
+        while data := await scheduler.launcher_stdin():
+            view = memoryview(data)
+            while view:  # blocks while the pipe is full: the script reads at its pace
+                view = view[os.write(write_end, view) :]
