@@ -85,11 +85,12 @@ def _feed(scheduler_address: str, write_end: int) -> None:
     try:
         asyncio.run(_pump(scheduler_address, write_end))
     except OSError:
-        # The scheduler closed (the job is over: what the script did not read is not
-        # wanted), or the script closed its standard input: nothing to tell.
-        pass
-    finally:
-        os.close(write_end)  # the script reads the end of its input
+        # The scheduler is gone: the job is over, or ends now that the client cannot
+        # reach it (ClientRank.health), which interrupts a script waiting for input.
+        # Its input is not ended: what it read may not be all there was. Or the script
+        # closed its standard input (BrokenPipeError): nothing to tell either.
+        return
+    os.close(write_end)  # the end of rank 0's input is the end of the script's
 
 
 async def _pump(scheduler_address: str, write_end: int) -> None:
