@@ -75,22 +75,43 @@ def forward_stdin(scheduler_address: str) -> None:
     read_end, write_end = os.pipe()
     os.dup2(read_end, 0)
     os.close(read_end)
-    feeder = threading.Thread(
-        target=_feed, args=(scheduler_address, write_end), name="launcher-stdin", daemon=True
+    feeder = _Feeder(write_end)
+    os.register_at_fork(
+        before=feeder.lock.acquire,
+        after_in_parent=feeder.lock.release,
+        after_in_child=feeder.forked,
     )
-    feeder.start()
+    threading.Thread(
+        target=feeder.feed, args=(scheduler_address,), name="launcher-stdin", daemon=True
+    ).start()
 
 
-def _feed(scheduler_address: str, write_end: int) -> None:
-    try:
-        asyncio.run(_pump(scheduler_address, write_end))
-    except OSError:
-        # The scheduler is gone: the job is over, or ends now that the client cannot
-        # reach it (ClientRank.health), which interrupts a script waiting for input.
-        # Its input is not ended: what it read may not be all there was. Or the script
-        # closed its standard input (BrokenPipeError): nothing to tell either.
-        return
-    os.close(write_end)  # the end of rank 0's input is the end of the script's
+class _Feeder:
+    """The pipe's writing end, which a process the script forks (a ``fork`` Pool made
+    before the input ended) must not keep: the script would never read its end."""
+
+    def __init__(self, write_end: int) -> None:
+        self.write_end = write_end
+        self.closed = False
+        self.lock = threading.Lock()  # a fork copies the end open or closed, not between
+
+    def feed(self, scheduler_address: str) -> None:
+        try:
+            asyncio.run(_pump(scheduler_address, self.write_end))
+        except OSError:
+            # The scheduler is gone: the job is over, or ends now that the client
+            # cannot reach it (ClientRank.health), which interrupts a script waiting
+            # for input. Its input is not ended: what it read may not be all there was.
+            # Or the script closed its standard input (BrokenPipeError): nothing to tell.
+            return
+        with self.lock:  # the end of rank 0's input is the end of the script's
+            os.close(self.write_end)
+            self.closed = True
+
+    def forked(self) -> None:
+        self.lock.release()
+        if not self.closed:
+            os.close(self.write_end)
 
 
 async def _pump(scheduler_address: str, write_end: int) -> None:

@@ -157,18 +157,22 @@ def test_the_script_reads_what_was_piped_into_mpirun(script, tmp_path, layout):
 
 
 LINES = """
-import sys
+import multiprocessing, sys
+pool = multiprocessing.get_context("fork").Pool(1)  # forked while the input is open
 print("READY", flush=True)
 for line in sys.stdin:
     print("GOT", line.strip(), flush=True)
 print("END OF INPUT")
+pool.close()
+pool.join()
 """
 
 
 def test_the_script_reads_its_input_as_it_comes_and_a_job_ends_without_reading_it(script):
     """Through the dedicated layout's rank 0: a line typed into mpirun reaches the
-    script at once, its end too; a script that does not read its input ends the job as
-    usual while mpirun's input stays open (a terminal nobody types into)."""
+    script at once, and its end too, also with a process the script forked before
+    (which must not hold the input open); a script that does not read its input ends
+    the job as usual while mpirun's input stays open (a terminal nobody types into)."""
     job = start(launcher_cmd("--layout", "dedicated", str(script(LINES))), stdin=subprocess.PIPE)
     job.wait_for_line("READY")
     for word in ("one", "two"):
