@@ -303,7 +303,7 @@ class ClientRank:
             # a scheduler that is gone; asyncio's is its own class until Python 3.11
             with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
                 client.close(timeout=2)
-        finalize(self.script_namespace)
+        finalize(self.script_namespace, plan.shutdown_timeout)
         if self.service is not None and not self.service.stop(plan.shutdown_timeout):
             late.append(self.me.rank)
         late += self._stop_ranks(schedulers, code)

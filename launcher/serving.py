@@ -182,6 +182,9 @@ class ServingRank:
         if not self._ending.acquire(blocking=False):
             while True:  # rescue() is ending this process from its thread
                 time.sleep(60)
+        return self._leave(code)
+
+    def _leave(self, code: int) -> int:
         remove_directory(self.me)
         if self.me.is_worker and not self.plan.nanny:
             end_what_the_tasks_started()
@@ -211,11 +214,16 @@ class ServingRank:
         from launcher.bootstrap import end_process
 
         assert self.stop.exit_code is not None
+        if not self._ending.acquire(blocking=False):
+            # Closed already, this rank waits for the client rank at the end (the final
+            # barrier has a timeout of its own); it said "closing took over" while the
+            # client rank freed what the script left.
+            return
         log.error(
             "rank %d: closing took over %.0f s after the job ended; leaving",
             self.comm.rank,
             self.plan.shutdown_timeout,
         )
-        code = self.leave(self.stop.exit_code)
+        code = self._leave(self.stop.exit_code)
         self.comm.flush()
         end_process(code)

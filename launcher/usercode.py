@@ -14,6 +14,7 @@ import atexit
 import gc
 import importlib.util
 import logging
+import multiprocessing
 import os
 import pkgutil
 import runpy
@@ -39,6 +40,7 @@ from launcher.script_context import (
     start_method_left_to_the_script,
     workers_follow_the_script,
 )
+from launcher.worker import WORKER_PROCESS_NAME
 
 #: Frames of these files are the launcher's, not the user's, in a traceback.
 _INTERNAL_FILES = {
@@ -176,7 +178,7 @@ def run_target(target: Target) -> tuple[int, dict[str, Any]]:
     return status, caught[0] if caught else {}
 
 
-def finalize(namespace: dict[str, Any]) -> None:
+def finalize(namespace: dict[str, Any], timeout: float) -> None:
     """Free what the script left, as Python's exit would: its open files are flushed
     and closed, a multiprocessing Pool's semaphores unlinked (without it
     multiprocessing's resource tracker warned of "leaked semaphore objects").
@@ -185,9 +187,48 @@ def finalize(namespace: dict[str, Any]) -> None:
     go one by one. Left to the garbage collector (the functions a script defines hold
     its namespace in a reference cycle) they went in any order, and a file the script
     wrote and never closed came out empty: its raw file was closed before the buffer
-    above it was flushed."""
+    above it was flushed.
+
+    Within ``timeout``, then the job ends without it: a finalizer that never returns
+    kept the job's end until the other ranks gave up (MPI_Abort, a job that failed).
+    A multiprocessing Pool whose worker process died holding the lock of the pool's
+    task queue waits for that lock forever as it is freed (CPython #96062), and the
+    signal that ends a job (scancel, Ctrl-C) reaches the script's processes too. Then
+    the daemonic processes the script started are ended, as Python's exit ends them:
+    a ``Process(daemon=True)`` left running held mpirun's output, and so the job's
+    end, for as long as it ran."""
+    freeing = threading.Thread(
+        target=_free, args=(namespace,), name="launcher-finalize", daemon=True
+    )
+    freeing.start()
+    freeing.join(timeout)
+    if freeing.is_alive():
+        logging.getLogger("launcher").warning(
+            "freeing what your script left did not end within %g s (waiting in %s); "
+            "the job ends without it",
+            timeout,
+            _innermost_call(freeing),
+        )
+    for process in multiprocessing.active_children():
+        if process.daemon and process.name != WORKER_PROCESS_NAME:
+            process.terminate()
+            process.join(1)
+            if process.is_alive():  # deaf to SIGTERM
+                process.kill()
+                process.join()
+
+
+def _free(namespace: dict[str, Any]) -> None:
     namespace.clear()
     gc.collect()
+
+
+def _innermost_call(thread: threading.Thread) -> str:
+    frame = sys._current_frames().get(thread.ident or 0)
+    if frame is None:
+        return "no frame"
+    call = traceback.extract_stack(frame)[-1]
+    return f"{call.name}, {call.filename}:{call.lineno}"
 
 
 @contextmanager

@@ -1233,7 +1233,7 @@ def test_exit_functions_of_the_script_run_as_under_python(script):
 
 
 LEAVES_ITS_RESULTS = """
-import sys, threading, time
+import multiprocessing, sys, threading, time
 from distributed import Client, wait
 
 
@@ -1248,6 +1248,7 @@ futures = client.map(lambda x: x + 1, data[:300])
 wait(futures)
 # A daemon thread that still holds the results when the job ends.
 threading.Thread(target=lambda held: time.sleep(60), args=((data, futures),), daemon=True).start()
+multiprocessing.Process(target=time.sleep, args=(300,), daemon=True).start()
 out = open(sys.argv[1], "w")  # never closed
 out.write("written")
 freed = Freed()
@@ -1264,7 +1265,8 @@ def test_what_the_script_leaves_goes_as_at_pythons_exit(script, tmp_path, layout
     # them on the workers left and log "caused the cluster to lose" (with 50,000
     # futures: seconds of it, past the shutdown timeout, and a job that had succeeded
     # failed). The script's objects were freed before the clients closed, or never,
-    # and a file it had not closed came out empty.
+    # and a file it had not closed came out empty. A daemonic process, which Python's
+    # exit terminates, ran on, and mpirun waited for it.
     summary, out = tmp_path / "summary.json", tmp_path / "out.txt"
     path = script(LEAVES_ITS_RESULTS)
     flags = ["-v", "--layout", layout, "--summary", str(summary)]

@@ -75,6 +75,30 @@ def test_a_signal_ends_the_job_while_it_waits_for_the_scripts_threads(script):
     assert "launcher: interrupted, exit 138" in result.stderr, result
 
 
+def test_a_signal_to_the_script_and_its_pool_ends_the_job_in_order(script, tmp_path):
+    """scancel signals every process of the job step, the workers of a Pool the script
+    made too: one killed while it held the lock of the pool's task queue made freeing
+    the Pool wait for that lock forever (CPython #96062), and the job ended after 13 s
+    in MPI_Abort, "failed", exit 9, with every worker rank saying its closing took too
+    long."""
+    path = script(
+        "import multiprocessing, os, time\n"
+        "pool = multiprocessing.get_context('fork').Pool(1)\n"
+        "print('POOL', pool.apply(os.getpid), flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    summary = tmp_path / "summary.json"
+    job = start(launcher_cmd("--summary", str(summary), str(path)))
+    pool_worker = int(job.wait_for_line("POOL").split()[1])
+    os.killpg(os.getpgid(pool_worker), signal.SIGTERM)  # the client rank's group (hydra's)
+    result = job.finish(timeout=30)
+    assert result.returncode == 143 and not result.leftovers, result
+    assert "launcher: interrupted, exit 143" in result.stderr, result
+    assert "freeing what your script left did not end within 3 s (waiting in" in result.stderr
+    assert "closing took over" not in result.stderr and "MPI_Abort" not in result.stderr
+    assert json.loads(summary.read_text())["status"] == "interrupted"
+
+
 @pytest.mark.parametrize(
     ("signum", "target"), [(signal.SIGUSR1, "mpirun"), (signal.SIGTERM, "a worker rank")]
 )
