@@ -20,7 +20,13 @@ from collections.abc import Mapping
 from typing import Any, NoReturn
 
 from launcher.interrupt import hold_signals
-from launcher.mpienv import diagnose_launcher, diagnose_world, intended_rank, launched_size
+from launcher.mpienv import (
+    diagnose_launcher,
+    diagnose_world,
+    intended_rank,
+    launched_size,
+    leave_mpi_job,
+)
 from launcher.options import EarlyExit, Options, UsageError, parse
 
 #: Exit status when nothing was started because the input or environment is wrong.
@@ -387,6 +393,7 @@ def run(argv: list[str], env: Mapping[str, str]) -> int:
     if options.plan:
         return stop(Stop(0, plan.to_json()))
     security.apply(credentials)
+    leave_mpi_job()  # read by MPI_Init only: the programs this rank starts are no ranks
 
     if "client" in plan.for_rank(rank).roles:
         from launcher.client_rank import ClientRank

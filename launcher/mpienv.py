@@ -87,15 +87,17 @@ def place_in_job(env: Mapping[str, str]) -> list[str]:
 
 
 def leave_mpi_job() -> None:
-    """In a Dask worker process (started by its rank's nanny, not by the MPI launcher):
-    forget the rank's place in the job, so that a task that initialises MPI (``from
-    mpi4py import MPI``, or h5py and netCDF4 built for parallel HDF5, as on Saga's
-    module stack) gets a world of its own, as in a LocalCluster's worker.
+    """Forget this process's place in the MPI job: in a rank once MPI_Init has read it,
+    and in a Dask worker process (started by its rank's nanny, not by the MPI launcher),
+    so that a program the script or a task starts that initialises MPI (``from mpi4py
+    import MPI``, or h5py and netCDF4 built for parallel HDF5, as on Saga's module
+    stack) gets a world of its own, as under plain ``python`` or in a LocalCluster.
 
     Inherited from the rank, the place made that MPI_Init join the job as a second
     copy of its rank: Open MPI 5 then waited in it forever (the job hung until the
-    walltime), Open MPI 4.1 aborted, MPICH and Intel MPI killed the process, and each
-    restart of the worker died the same way until the task failed with KilledWorker.
+    walltime), Open MPI 4.1 aborted, MPICH and Intel MPI killed the process ("PMI_Init
+    failed"); a worker process restarted and died the same way until the task failed
+    with KilledWorker.
     """
     for name in place_in_job(os.environ):
         os.environ.pop(name, None)

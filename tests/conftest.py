@@ -306,6 +306,21 @@ from distributed import get_client
 print("TASK WORLD", get_client().submit(world_size).result())
 """
 
+#: For scripts run inside the job: the MPI world of a program the script starts, and of
+#: one a task starts, when it initialises MPI.
+PROGRAM_WORLD = """
+import subprocess, sys
+from distributed import get_client
+
+def program_world():
+    code = "from mpi4py import MPI; print(MPI.COMM_WORLD.Get_size())"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    return run.stdout.strip() or f"failed: {run.stderr[-300:]}"
+
+print("PROGRAM WORLD", program_world())
+print("TASK PROGRAM WORLD", get_client().submit(program_world).result())
+"""
+
 OPEN_MPIS = ["PyPI Open MPI 5", "Debian Open MPI 4.1"]
 #: package on PyPI, its mpirun, its library, how the library names itself
 _FROM_PYPI = {

@@ -22,6 +22,7 @@ from tests.conftest import (
     MPIRUN,
     PRINT_MPI_LIBRARY,
     PROC_HELPERS,
+    PROGRAM_WORLD,
     PYTHON,
     REPO,
     TASK_WORLD,
@@ -1368,6 +1369,7 @@ def test_the_admin_guides_thread_race_check_runs(open_mpi, mode):
 ON_OTHER_MPI = (
     PRINT_MPI_LIBRARY
     + TASK_WORLD
+    + PROGRAM_WORLD
     + """
 import sys
 from distributed import get_client
@@ -1390,6 +1392,7 @@ def test_other_mpis_run_the_cluster(other_mpi, script, tmp_path):
     assert f"MPI {other_mpi.library}" in result.stdout, result
     assert "WORKERS 3" in result.stdout and "SUM 1000000" in result.stdout, result
     assert "TASK WORLD 1" in result.stdout, result  # Open MPI 5 waited in it forever
+    assert "PROGRAM WORLD 1\nTASK PROGRAM WORLD 1\n" in result.stdout, result  # so here
     assert not NOISE.search(result.output), result
     data = json.loads(summary.read_text())
     assert (data["status"], data["exit_code"], data["workers"]) == ("failed", 3, 3), data
@@ -1416,10 +1419,13 @@ def test_a_task_that_initialises_mpi(script, flags, world):
     are imported. In a nanny's worker process that MPI_Init took the rank's place in the
     job: MPICH killed the process, each restart died the same way, and the task failed
     with KilledWorker. Now it gets a world of its own, as in a LocalCluster's worker;
-    without a nanny the task runs in the rank, whose MPI is the job's."""
-    result = run(launcher_cmd(*flags, str(script(TASK_WORLD)), n=3), timeout=60)
+    without a nanny the task runs in the rank, whose MPI is the job's. A program the
+    script or a task starts is no rank either: it inherited the rank's place, and its
+    MPI_Init failed ("PMI_Init failed"; Open MPI 5 waited in it forever)."""
+    result = run(launcher_cmd(*flags, str(script(TASK_WORLD + PROGRAM_WORLD)), n=3), timeout=90)
     assert_clean(result)
     assert f"TASK WORLD {world}" in result.stdout, result
+    assert "PROGRAM WORLD 1\nTASK PROGRAM WORLD 1\n" in result.stdout, result
     assert "restarted" not in result.stderr and not NOISE.search(result.output), result
 
 
