@@ -110,8 +110,9 @@ class _Feeder:
 
     def forked(self) -> None:
         self.lock.release()
-        if not self.closed:
+        if not self.closed:  # once: the number may be another file's in a grandchild
             os.close(self.write_end)
+            self.closed = True
 
 
 async def _pump(scheduler_address: str, write_end: int) -> None:
