@@ -25,8 +25,10 @@ import traceback
 import types
 import zipfile
 from collections.abc import Callable, Iterator
+from concurrent.futures.process import _python_exit as shut_down_process_pools
 from concurrent.futures.thread import _threads_queues
 from contextlib import contextmanager
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -158,8 +160,9 @@ def hard_exits_end_the_job(end_job: Callable[[int], NoReturn]) -> Iterator[None]
 
 def run_target(target: Target) -> tuple[int, dict[str, Any]]:
     """Run the target as ``__main__`` in this (the main) thread, then wait for the
-    threads it started and run the exit functions it registered, as ``python`` does
-    before it exits; return its exit status and its global namespace.
+    threads it started, run the exit functions it registered and wait for the
+    processes it started, as ``python`` does before it exits; return its exit status
+    and its global namespace.
 
     The caller keeps that namespace until it has closed the job's clients, and then
     passes it to ``finalize``: Python, too, clears ``__main__`` only after its exit
@@ -170,12 +173,13 @@ def run_target(target: Target) -> tuple[int, dict[str, Any]]:
     print_as_it_goes()
     children_find_the_cluster()
     start_method_left_to_the_script()
-    before = set(threading.enumerate())
+    threads, processes = set(threading.enumerate()), set(multiprocessing.active_children())
     with _exit_functions() as registered, _main_namespace_caught() as caught:
         status = _exit_status_of(lambda: _run_main(target))
-        waited = _exit_status_of(lambda: _join_threads_started_since(before))
+        waited = _exit_status_of(lambda: _wait_for(_threads_started_since(threads), "threads"))
     status = _run_exit_functions(registered) or waited or status
-    return status, caught[0] if caught else {}
+    waited = _exit_status_of(lambda: _wait_for(_processes_started_since(processes), "processes"))
+    return waited or status, caught[0] if caught else {}
 
 
 def finalize(namespace: dict[str, Any], timeout: float) -> None:
@@ -286,36 +290,61 @@ def _run_command(code: str) -> None:
         sys.modules["__main__"] = saved
 
 
-#: Seconds after the script's end before the threads it still runs are named.
-THREADS_NOTICE_AFTER = 5.0
+#: Seconds after the script's end before the threads or processes it left running are
+#: named.
+NOTICE_AFTER = 5.0
 
 
-def _join_threads_started_since(before: set[threading.Thread]) -> None:
+def _threads_started_since(before: set[threading.Thread]) -> list[threading.Thread]:
     """Python joins every non-daemon thread before it exits, so a script may end while
     its background thread still computes or writes results; the job's end would have
     cut that thread off, its output lost. (Executors' worker threads are left out:
     Python's exit stops them, and so does the job's end.)
 
-    A thread that never ends (a monitoring loop) keeps the job until its walltime, as
-    it keeps ``python script.py`` from exiting, and the log showed nothing after the
-    script's last line: after a few seconds one line names the threads waited for."""
-    threads = [
+    First, as Python's exit does, the script's ProcessPoolExecutors are shut down once
+    their queued work is done: the thread that runs each is no daemon, and a pool left
+    open kept the job until its walltime."""
+    shut_down_process_pools()
+    return [
         thread
         for thread in threading.enumerate()
         if thread not in before and not thread.daemon and thread not in _threads_queues
     ]
-    deadline = time.monotonic() + THREADS_NOTICE_AFTER
-    for thread in threads:  # a signal still interrupts the joins
-        thread.join(max(0.0, deadline - time.monotonic()))
-    if waiting := [repr(thread.name) for thread in threads if thread.is_alive()]:
+
+
+def _processes_started_since(before: set[BaseProcess]) -> list[BaseProcess]:
+    """multiprocessing's exit function joins every non-daemonic process, after the
+    script's exit functions: under srun the step's end killed one the job left running,
+    and the results it was still writing were lost (plain ``python`` waits for it).
+    Left out: the nanny's worker process (one process), which is the launcher's."""
+    return [
+        process
+        for process in multiprocessing.active_children()
+        if process not in before and not process.daemon and process.name != WORKER_PROCESS_NAME
+    ]
+
+
+def _wait_for(left: list[threading.Thread] | list[BaseProcess], kind: str) -> None:
+    """Join what the script left running (``kind``: "threads" or "processes"), as
+    Python does before it exits.
+
+    One that never ends (a monitoring loop) keeps the job until its walltime, as it
+    keeps ``python script.py`` from exiting, and the log showed nothing after the
+    script's last line: after a few seconds one line names those waited for."""
+    deadline = time.monotonic() + NOTICE_AFTER
+    for each in left:  # a signal still interrupts the joins
+        each.join(max(0.0, deadline - time.monotonic()))
+    if waiting := [repr(each.name) for each in left if each.is_alive()]:
         logging.getLogger("launcher").warning(
-            "your script has ended, and the job waits for its thread(s) %s to end, as "
-            "Python waits for non-daemon threads before it exits (started with "
-            "daemon=True, a thread does not keep the job)",
+            "your script has ended, and the job waits for its %s %s to end, as Python "
+            "waits for non-daemon %s before it exits (started with daemon=True, they "
+            "do not keep the job)",
+            kind,
             ", ".join(waiting),
+            kind,
         )
-    for thread in threads:
-        thread.join()
+    for each in left:
+        each.join()
 
 
 _ExitFunction = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]

@@ -1207,6 +1207,43 @@ def test_the_job_waits_for_the_threads_the_script_started_as_python_does(script)
     assert not NOISE.search(result.output), result
 
 
+LEAVES_PROCESSES = """
+import atexit, concurrent.futures, multiprocessing, os, sys, time
+
+def write_later(path, seconds):
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1), os.dup2(devnull, 2)  # holds no output that mpirun waits for
+    time.sleep(seconds)
+    with open(path, "w") as f:
+        f.write("written")
+
+stop = multiprocessing.Event()
+def until_told():
+    stop.wait(60)
+
+pool = concurrent.futures.ProcessPoolExecutor(1)
+pool.submit(write_later, sys.argv[1] + ".pool", 1)  # queued work of a pool left open
+multiprocessing.Process(target=write_later, args=(sys.argv[1] + ".process", 2)).start()
+multiprocessing.Process(target=until_told).start()
+atexit.register(stop.set)  # which ends it: processes are waited for after exit functions
+print("MAIN DONE", flush=True)
+"""
+
+
+def test_the_job_waits_for_the_processes_the_script_started_as_python_does(script, tmp_path):
+    """Python's exit waits for a ProcessPoolExecutor's queued work and for non-daemonic
+    processes (after the exit functions). The pool's thread, no daemon, kept the job
+    until its walltime; a process that was still writing its results was killed at the
+    end of the job step (here: reaped as the job ended), its results lost."""
+    out = tmp_path / "out"
+    result = run(launcher_cmd(str(script(LEAVES_PROCESSES)), str(out)), timeout=60, grace=0)
+    assert_clean(result)
+    assert "MAIN DONE" in result.stdout, result
+    assert (tmp_path / "out.pool").read_text() == "written", result
+    assert (tmp_path / "out.process").read_text() == "written", result
+    assert not NOISE.search(result.output), result
+
+
 EXIT_FUNCTIONS = """
 import atexit, sys
 from distributed import Client

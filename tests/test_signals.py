@@ -68,7 +68,7 @@ def test_a_signal_ends_the_job_while_it_waits_for_the_scripts_threads(script):
     job = start(launcher_cmd(str(path)))
     job.wait_for_line("MAIN DONE")
     notice = job.wait_for_line("launcher: your script has ended", timeout=30, stream="stderr")
-    assert "waits for its thread(s) 'Thread-1 (sleep)' to end" in notice, notice
+    assert "waits for its threads 'Thread-1 (sleep)' to end" in notice, notice
     os.kill(job.proc.pid, signal.SIGUSR1)
     result = job.finish(timeout=15)
     assert result.returncode == 128 + signal.SIGUSR1 and not result.leftovers, result
