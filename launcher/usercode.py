@@ -28,7 +28,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures.process import _python_exit as shut_down_process_pools
 from concurrent.futures.thread import _threads_queues
 from contextlib import contextmanager
-from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -160,9 +159,8 @@ def hard_exits_end_the_job(end_job: Callable[[int], NoReturn]) -> Iterator[None]
 
 def run_target(target: Target) -> tuple[int, dict[str, Any]]:
     """Run the target as ``__main__`` in this (the main) thread, then wait for the
-    threads it started, run the exit functions it registered and wait for the
-    processes it started, as ``python`` does before it exits; return its exit status
-    and its global namespace.
+    threads it started and run the exit functions it registered, as ``python`` does
+    before it exits; return its exit status and its global namespace.
 
     The caller keeps that namespace until it has closed the job's clients, and then
     passes it to ``finalize``: Python, too, clears ``__main__`` only after its exit
@@ -173,13 +171,14 @@ def run_target(target: Target) -> tuple[int, dict[str, Any]]:
     print_as_it_goes()
     children_find_the_cluster()
     start_method_left_to_the_script()
-    threads, processes = set(threading.enumerate()), set(multiprocessing.active_children())
-    with _exit_functions() as registered, _main_namespace_caught() as caught:
+    threads = set(threading.enumerate())
+    with _exit_functions() as (at_exit, before_threads_join), _main_namespace_caught() as caught:
         status = _exit_status_of(lambda: _run_main(target))
-        waited = _exit_status_of(lambda: _wait_for(_threads_started_since(threads), "threads"))
-    status = _run_exit_functions(registered) or waited or status
-    waited = _exit_status_of(lambda: _wait_for(_processes_started_since(processes), "processes"))
-    return waited or status, caught[0] if caught else {}
+        waited = _run_exit_functions(before_threads_join) or _exit_status_of(
+            lambda: _join(_threads_started_since(threads))
+        )
+    status = _run_exit_functions(at_exit) or waited or status
+    return status, caught[0] if caught else {}
 
 
 def finalize(namespace: dict[str, Any], timeout: float) -> None:
@@ -290,8 +289,7 @@ def _run_command(code: str) -> None:
         sys.modules["__main__"] = saved
 
 
-#: Seconds after the script's end before the threads or processes it left running are
-#: named.
+#: Seconds after the script's end before the threads it still runs are named.
 NOTICE_AFTER = 5.0
 
 
@@ -312,69 +310,68 @@ def _threads_started_since(before: set[threading.Thread]) -> list[threading.Thre
     ]
 
 
-def _processes_started_since(before: set[BaseProcess]) -> list[BaseProcess]:
-    """multiprocessing's exit function joins every non-daemonic process, after the
-    script's exit functions: under srun the step's end killed one the job left running,
-    and the results it was still writing were lost (plain ``python`` waits for it).
-    Left out: the nanny's worker process (one process), which is the launcher's."""
-    return [
-        process
-        for process in multiprocessing.active_children()
-        if process not in before and not process.daemon and process.name != WORKER_PROCESS_NAME
-    ]
-
-
-def _wait_for(left: list[threading.Thread] | list[BaseProcess], kind: str) -> None:
-    """Join what the script left running (``kind``: "threads" or "processes"), as
-    Python does before it exits.
+def _join(threads: list[threading.Thread]) -> None:
+    """Join the threads the script left running, as Python does before it exits.
 
     One that never ends (a monitoring loop) keeps the job until its walltime, as it
     keeps ``python script.py`` from exiting, and the log showed nothing after the
     script's last line: after a few seconds one line names those waited for."""
     deadline = time.monotonic() + NOTICE_AFTER
-    for each in left:  # a signal still interrupts the joins
-        each.join(max(0.0, deadline - time.monotonic()))
-    if waiting := [repr(each.name) for each in left if each.is_alive()]:
+    for thread in threads:  # a signal still interrupts the joins
+        thread.join(max(0.0, deadline - time.monotonic()))
+    if waiting := [repr(thread.name) for thread in threads if thread.is_alive()]:
         logging.getLogger("launcher").warning(
-            "your script has ended, and the job waits for its %s %s to end, as Python "
-            "waits for non-daemon %s before it exits (started with daemon=True, they "
-            "do not keep the job)",
-            kind,
+            "your script has ended, and the job waits for its threads %s to end, as "
+            "Python waits for non-daemon threads before it exits (started with "
+            "daemon=True, a thread does not keep the job)",
             ", ".join(waiting),
-            kind,
         )
-    for each in left:
-        each.join()
+    for thread in threads:
+        thread.join()
 
 
 _ExitFunction = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
 
 @contextmanager
-def _exit_functions() -> Iterator[list[_ExitFunction]]:
-    """While inside, ``atexit.register`` collects into the list it yields.
+def _exit_functions() -> Iterator[tuple[list[_ExitFunction], list[_ExitFunction]]]:
+    """While inside, ``atexit.register`` collects into the first list it yields, and
+    ``threading._register_atexit`` into the second: what Python calls before it joins
+    the threads at its exit.
 
     The launcher's process ends without Python's own exit (launcher/bootstrap.py,
     ``end_process``), so the exit functions of the script (``atexit.register(save)``)
     and of the libraries it imported never ran, and what they save was lost. These run
     when the script's code and threads are done, while the cluster is still up, as they
-    would under dask-mpi, whose cluster closes in an exit function registered before."""
-    registered: list[_ExitFunction] = []
+    would under dask-mpi, whose cluster closes in an exit function registered before.
+    Executors register before the threads join, to shut down (joblib's loky as it
+    starts its first pool): without it, a script that had called joblib.Parallel kept
+    the job waiting for loky's manager thread, no daemon, until its walltime."""
+    at_exit: list[_ExitFunction] = []
+    before_threads_join: list[_ExitFunction] = []
     original_register, original_unregister = atexit.register, atexit.unregister
+    original_threading_register = threading._register_atexit  # type: ignore[attr-defined]
 
     def register(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Callable[..., Any]:
-        registered.append((function, args, kwargs))
+        at_exit.append((function, args, kwargs))
         return function
 
     def unregister(function: Callable[..., Any]) -> None:
-        registered[:] = [entry for entry in registered if entry[0] != function]
+        at_exit[:] = [entry for entry in at_exit if entry[0] != function]
         original_unregister(function)
 
+    def register_before_threads_join(
+        function: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> None:
+        before_threads_join.append((function, args, kwargs))
+
     atexit.register, atexit.unregister = register, unregister
+    threading._register_atexit = register_before_threads_join  # type: ignore[attr-defined]
     try:
-        yield registered
+        yield at_exit, before_threads_join
     finally:
         atexit.register, atexit.unregister = original_register, original_unregister
+        threading._register_atexit = original_threading_register  # type: ignore[attr-defined]
 
 
 def _run_exit_functions(registered: list[_ExitFunction]) -> int:

@@ -1207,41 +1207,33 @@ def test_the_job_waits_for_the_threads_the_script_started_as_python_does(script)
     assert not NOISE.search(result.output), result
 
 
-LEAVES_PROCESSES = """
-import atexit, concurrent.futures, multiprocessing, os, sys, time
+LEAVES_POOLS_OPEN = """
+import concurrent.futures, multiprocessing, sys, time
+from joblib import Parallel, delayed
 
 def write_later(path, seconds):
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1), os.dup2(devnull, 2)  # holds no output that mpirun waits for
     time.sleep(seconds)
     with open(path, "w") as f:
         f.write("written")
 
-stop = multiprocessing.Event()
-def until_told():
-    stop.wait(60)
-
 pool = concurrent.futures.ProcessPoolExecutor(1)
-pool.submit(write_later, sys.argv[1] + ".pool", 1)  # queued work of a pool left open
-multiprocessing.Process(target=write_later, args=(sys.argv[1] + ".process", 2)).start()
-multiprocessing.Process(target=until_told).start()
-atexit.register(stop.set)  # which ends it: processes are waited for after exit functions
+pool.submit(write_later, sys.argv[1], 1)  # queued work of a pool left open
+print("JOBLIB", Parallel(n_jobs=2)(delayed(abs)(-i) for i in range(4)), flush=True)
+manager = multiprocessing.Manager()
 print("MAIN DONE", flush=True)
 """
 
 
-def test_the_job_waits_for_the_processes_the_script_started_as_python_does(script, tmp_path):
-    """Python's exit waits for a ProcessPoolExecutor's queued work and for non-daemonic
-    processes (after the exit functions). The pool's thread, no daemon, kept the job
-    until its walltime; a process that was still writing its results was killed at the
-    end of the job step (here: reaped as the job ended), its results lost."""
+def test_the_job_ends_after_the_pools_the_script_left_open_as_python_does(script, tmp_path):
+    """Python's exit shuts executors down (a ProcessPoolExecutor's, joblib's loky)
+    before it joins the threads, once their queued work is done: their manager threads,
+    no daemons, kept the job waiting until its walltime."""
     out = tmp_path / "out"
-    result = run(launcher_cmd(str(script(LEAVES_PROCESSES)), str(out)), timeout=60, grace=0)
+    result = run(launcher_cmd(str(script(LEAVES_POOLS_OPEN)), str(out)), timeout=60)
     assert_clean(result)
-    assert "MAIN DONE" in result.stdout, result
-    assert (tmp_path / "out.pool").read_text() == "written", result
-    assert (tmp_path / "out.process").read_text() == "written", result
-    assert not NOISE.search(result.output), result
+    assert "JOBLIB [0, 1, 2, 3]" in result.stdout and "MAIN DONE" in result.stdout, result
+    assert out.read_text() == "written", result
+    assert "waits for its threads" not in result.stderr, result
 
 
 EXIT_FUNCTIONS = """
