@@ -174,6 +174,11 @@ def run_target(target: Target) -> tuple[int, dict[str, Any]]:
     threads = set(threading.enumerate())
     with _exit_functions() as (at_exit, before_threads_join), _main_namespace_caught() as caught:
         status = _exit_status_of(lambda: _run_main(target))
+        # Last: the shutdown of the script's ProcessPoolExecutors, once their queued
+        # work is done, which concurrent.futures registered there as the launcher
+        # imported it. The thread that runs a pool is no daemon, and a pool left open
+        # kept the job until its walltime.
+        before_threads_join.insert(0, (shut_down_process_pools, (), {}))
         waited = _run_exit_functions(before_threads_join) or _exit_status_of(
             lambda: _join(_threads_started_since(threads))
         )
@@ -297,12 +302,7 @@ def _threads_started_since(before: set[threading.Thread]) -> list[threading.Thre
     """Python joins every non-daemon thread before it exits, so a script may end while
     its background thread still computes or writes results; the job's end would have
     cut that thread off, its output lost. (Executors' worker threads are left out:
-    Python's exit stops them, and so does the job's end.)
-
-    First, as Python's exit does, the script's ProcessPoolExecutors are shut down once
-    their queued work is done: the thread that runs each is no daemon, and a pool left
-    open kept the job until its walltime."""
-    shut_down_process_pools()
+    Python's exit stops them, and so does the job's end.)"""
     return [
         thread
         for thread in threading.enumerate()
