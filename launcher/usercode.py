@@ -217,13 +217,19 @@ def finalize(namespace: dict[str, Any], timeout: float) -> None:
             timeout,
             _innermost_call(freeing),
         )
-    for process in multiprocessing.active_children():
-        if process.daemon and process.name != WORKER_PROCESS_NAME:
-            process.terminate()
-            process.join(1)
-            if process.is_alive():  # deaf to SIGTERM
-                process.kill()
-                process.join()
+    daemons = [
+        process
+        for process in multiprocessing.active_children()
+        if process.daemon and process.name != WORKER_PROCESS_NAME
+    ]
+    for process in daemons:  # all at once, then waited for, as Python's exit does
+        process.terminate()
+    deadline = time.monotonic() + 1
+    for process in daemons:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive():  # deaf to SIGTERM
+            process.kill()
+            process.join()
 
 
 def _free(namespace: dict[str, Any]) -> None:
