@@ -31,44 +31,42 @@ class HostFacts:
         return asdict(self)
 
 
-def _cgroup_v2_limit(proc_cgroup: str, root: Path) -> int | None:
-    """Smallest ``memory.max`` on this process's cgroup v2 path.
+def _smallest_on_path(top: Path, path: str, filename: str) -> int | None:
+    """Smallest limit in ``filename`` from this process's cgroup up to the hierarchy's top.
 
-    distributed's ``memory_limit="auto"`` reads only the top-level ``memory.max``, but a
-    Slurm job lives in a nested cgroup (``/system.slice/slurmstepd.scope/job_N/...``), so
-    "auto" sees the whole node. Walking our own path finds the job's limit.
+    A limit anywhere above a cgroup bounds it. Slurm sets the job's (and the step's)
+    but puts each task in a cgroup of its own below, with none of its own: reading only
+    our own cgroup, like distributed's ``memory_limit="auto"`` reading only the top's,
+    sees the whole node.
     """
-    for line in proc_cgroup.splitlines():
-        hierarchy, _, path = line.partition("::")
-        if hierarchy != "0":
-            continue
-        limits = []
-        current = root / path.lstrip("/")
-        while True:
-            try:
-                raw = (current / "memory.max").read_text().strip()
-            except OSError:
-                raw = "max"
-            if raw.isdigit():
-                limits.append(int(raw))
-            if current == root or root not in current.parents:
-                break
-            current = current.parent
-        return min(limits) if limits else None
-    return None
+    limits = []
+    current = top / path.lstrip("/")
+    while True:
+        try:
+            raw = (current / filename).read_text().strip()
+        except OSError:
+            raw = "max"
+        if raw.isdigit() and int(raw) < _UNLIMITED:
+            limits.append(int(raw))
+        if current == top or top not in current.parents:
+            break
+        current = current.parent
+    return min(limits) if limits else None
 
 
-def _cgroup_v1_limit(proc_cgroup: str, root: Path) -> int | None:
+def _cgroup_limit(proc_cgroup: str, root: Path) -> int | None:
+    """The job's memory limit, from the v2 hierarchy and v1's memory controller."""
+    limits = []
     for line in proc_cgroup.splitlines():
         parts = line.split(":", 2)
-        if len(parts) == 3 and "memory" in parts[1].split(","):
-            path = root / "memory" / parts[2].lstrip("/") / "memory.limit_in_bytes"
-            try:
-                value = int(path.read_text().strip())
-            except (OSError, ValueError):
-                return None
-            return value if value < _UNLIMITED else None
-    return None
+        if len(parts) != 3:
+            continue
+        hierarchy, controllers, path = parts
+        if hierarchy == "0" and not controllers:
+            limits.append(_smallest_on_path(root, path, "memory.max"))
+        elif "memory" in controllers.split(","):
+            limits.append(_smallest_on_path(root / "memory", path, "memory.limit_in_bytes"))
+    return min((limit for limit in limits if limit), default=None)
 
 
 def usable_memory(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
@@ -78,15 +76,7 @@ def usable_memory(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
         proc_cgroup = Path("/proc/self/cgroup").read_text()
     except OSError:
         return total
-    limits = [
-        limit
-        for limit in (
-            _cgroup_v2_limit(proc_cgroup, cgroup_root),
-            _cgroup_v1_limit(proc_cgroup, cgroup_root),
-        )
-        if limit
-    ]
-    return min([total, *limits])
+    return min(total, _cgroup_limit(proc_cgroup, cgroup_root) or total)
 
 
 def ipv4_interfaces() -> dict[str, list[str]]:

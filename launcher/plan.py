@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from dask.utils import format_bytes
+
 from launcher.config import Setting
 from launcher.hostfacts import HostFacts
 from launcher.mpienv import intended_rank, launched_size
@@ -233,6 +235,35 @@ def _memory_rule(inputs: PlanInputs, alloc: Allocation | None):
     return node_share, "node memory / ranks on the node (no Slurm memory request)"
 
 
+def _memory_notes(inputs: PlanInputs, ranks: list[RankPlan], source: str) -> tuple[str, ...]:
+    """Worker memory limits that add up to more than the job may use on a host.
+
+    Dask spills, pauses and restarts a worker against its own limit only; where the
+    limits add up to more than the job's memory on the node (its cgroup, or the RAM),
+    the kernel's out-of-memory killer ends workers first, and Dask never spills. Only a
+    limit the user or the site chose can do that: the derived ones divide the node.
+    """
+    limits: dict[str, list[int]] = {}
+    for rank in ranks:
+        if rank.is_worker and rank.memory_limit:
+            limits.setdefault(rank.host, []).append(rank.memory_limit)
+    over = [
+        (host, sum(each), inputs.facts[host].memory_bytes, len(each))
+        for host, each in limits.items()
+        if host in inputs.facts and sum(each) > inputs.facts[host].memory_bytes
+    ]
+    if not over:
+        return ()
+    host, total, usable, count = max(over, key=lambda o: o[1] - o[2])
+    return (
+        f"worker memory limits add up to {format_bytes(total)} on {host} ({count} x "
+        f"{format_bytes(total // count)}, {source}) but the job may use "
+        f"{format_bytes(usable)} there: the kernel would kill workers before Dask could "
+        f"spill their data; give them at most {format_bytes(usable // count)} each, or "
+        f"ask Slurm for more memory",
+    )
+
+
 def _local_base(inputs: PlanInputs) -> tuple[str, str]:
     picked = _pick(
         inputs.options.local_directory, "--local-directory", inputs.settings["local-directory"]
@@ -401,5 +432,6 @@ def make_plan(inputs: PlanInputs) -> Plan:
         login_host=login_host,
         verbose=opts.verbose,
         sources=sources,
-        notes=_cores_notes(inputs, nthreads, sources["nthreads"], worker_hosts),
+        notes=_cores_notes(inputs, nthreads, sources["nthreads"], worker_hosts)
+        + _memory_notes(inputs, ranks, sources["memory_limit"]),
     )

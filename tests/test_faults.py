@@ -8,6 +8,8 @@ import re
 import signal
 import socket
 import time
+import uuid
+from pathlib import Path
 
 import pytest
 
@@ -227,6 +229,82 @@ def test_a_task_over_the_memory_limit_restarts_its_worker_not_the_job(script):
     # Why the workers died, which distributed logs only as a hidden warning.
     said = "its worker process went over 95% of its memory limit (300.00 MiB) and is restarted"
     assert result.stderr.count(said) == 2, result  # allowed-failures 1: two workers
+
+
+CGROUPS = Path("/sys/fs/cgroup")
+
+
+@pytest.fixture
+def memory_cgroup():
+    """The command prefix that starts a program in a cgroup laid out as Slurm's
+    task/cgroup lays out a job's (v2, or v1's memory controller): the job's cgroup limited
+    to 1.5 GiB, the program in a task cgroup below it without a limit of its own."""
+    limit = 1536 * 1024**2
+    controllers = CGROUPS / "cgroup.controllers"
+    v2 = controllers.exists() and "memory" in controllers.read_text().split()
+    job = (CGROUPS if v2 else CGROUPS / "memory") / f"launcher-test-{uuid.uuid4().hex[:8]}"
+    task = job / "task_0"
+    try:
+        if v2:
+            (CGROUPS / "cgroup.subtree_control").write_text("+memory")
+        job.mkdir()
+    except OSError as err:
+        pytest.skip(f"cannot make a memory cgroup here ({err}): needs root and cgroups")
+    try:
+        if v2:
+            (job / "memory.max").write_text(str(limit))
+            if (job / "memory.swap.max").exists():  # only with swap accounting
+                (job / "memory.swap.max").write_text("0")
+        else:
+            (job / "memory.limit_in_bytes").write_text(str(limit))
+        task.mkdir()
+        yield limit, ["sh", "-c", f'echo $$ > {task}/cgroup.procs && exec "$@"', "sh"]
+    finally:
+        deadline = time.monotonic() + 10
+        for group in (task, job):
+            while group.exists():  # the last processes leave a moment after they end
+                try:
+                    group.rmdir()
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+
+
+GRAB = """
+from distributed import KilledWorker, get_client
+client = get_client()
+try:
+    client.submit(lambda n: len(b"\\x01" * n), 2_000_000_000).result()
+except KilledWorker as err:
+    print("KILLED", type(err).__name__)
+print("AFTER", client.submit(lambda: 42).result(), flush=True)
+"""
+
+
+def test_in_a_memory_cgroup_workers_are_sized_from_it_and_an_oom_kill_is_named(
+    script, memory_cgroup
+):
+    """Slurm confines a job's memory with a cgroup: the derived limits divide it (read
+    from the cgroup, not the node's RAM); a --memory-limit over it is named at the start,
+    and the kernel's out-of-memory kill of a worker process, which distributed logs only
+    as a hidden warning, is said in one line and the worker comes back."""
+    limit, inside = memory_cgroup
+    planned = run([*inside, *launcher_cmd("--plan")], timeout=60)
+    assert planned.returncode == 0, planned
+    assert json.loads(planned.stdout)["settings"]["memory_limit"]["value"] == limit // 4
+
+    env = {"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0"}
+    cmd = [*inside, *launcher_cmd("--memory-limit", "3GiB", "--no-progress", str(script(GRAB)))]
+    result = run(cmd, env=env, timeout=120)
+    assert_clean(result)
+    assert "KILLED KilledWorker" in result.stdout and "AFTER 42" in result.stdout, result
+    assert (
+        "launcher: worker memory limits add up to 9.00 GiB on " in result.stderr.splitlines()[0]
+    ), result
+    assert "the job may use 1.50 GiB there" in result.stderr, result
+    said = "its worker process was killed (SIGKILL: on a compute node most often the kernel's"
+    assert result.stderr.count(said) == 1, result
 
 
 SLEEPY = """

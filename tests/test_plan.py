@@ -206,6 +206,31 @@ def test_workers_bound_to_fewer_cores_than_they_get_threads_are_noted(cpus, opti
     assert json.loads(plan.to_json())["notes"] == list(plan.notes)
 
 
+@pytest.mark.parametrize(
+    "options, settings, noted",
+    [
+        (Options(memory_limit=4 * GIB), defaults(), "flag --memory-limit"),
+        (Options(), defaults(memory_limit=4 * GIB), "config /etc/dask/site.yaml"),
+        (Options(memory_limit=GIB), defaults(), None),
+        (Options(), defaults(), None),
+    ],
+)
+def test_memory_limits_over_what_the_job_may_use_on_a_node_are_noted(options, settings, noted):
+    """The kernel kills workers whose limits add up to more than the node's cgroup
+    allows before Dask spills (measured: --memory-limit 4GiB in a 2-GiB cgroup, every
+    worker SIGKILLed by the OOM killer); derived limits divide what there is."""
+    hosts = ("n1", "n2", "n2", "n2")
+    host_facts = {"n1": facts("n1", memory=64 * GIB), "n2": facts("n2", memory=10 * GIB)}
+    plan = plan_for(hosts=hosts, host_facts=host_facts, options=options, settings=settings)
+    expected = (
+        "worker memory limits add up to 12.00 GiB on n2 (3 x 4.00 GiB, "
+        f"{noted}) but the job may use 10.00 GiB there: the kernel would kill workers "
+        "before Dask could spill their data; give them at most 3.33 GiB each, or ask "
+        "Slurm for more memory"
+    )
+    assert plan.notes == ((expected,) if noted else ())
+
+
 def test_interface_must_exist_on_every_host():
     hosts = ("n1", "n1", "n2")
     good = {"lo": ["127.0.0.1"], "ib0": ["10.1.0.1"]}
