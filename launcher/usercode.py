@@ -3,9 +3,10 @@
 The exit status follows Python's own rules (0, 1 after an uncaught exception,
 ``n`` for ``sys.exit(n)``) so that the job ends with what the script meant. And what
 Python does as it exits happens before the job ends, since the launcher's process ends
-without Python's exit: the script's threads are waited for, its exit functions run and
-what it dropped is finalized; ``os._exit`` ends the job in order. The workers and the
-processes the script starts share its surroundings (launcher/script_context.py).
+without Python's exit: the script's threads are waited for, its exit functions run, its
+processes are waited for and what it dropped is finalized; ``os._exit`` ends the job in
+order. The workers and the processes the script starts share its surroundings
+(launcher/script_context.py).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from collections.abc import Callable, Iterator
 from concurrent.futures.process import _python_exit as shut_down_process_pools
 from concurrent.futures.thread import _threads_queues
 from contextlib import contextmanager
+from multiprocessing.managers import BaseManager
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -159,8 +162,8 @@ def hard_exits_end_the_job(end_job: Callable[[int], NoReturn]) -> Iterator[None]
 
 def run_target(target: Target) -> tuple[int, dict[str, Any]]:
     """Run the target as ``__main__`` in this (the main) thread, then wait for the
-    threads it started and run the exit functions it registered, as ``python`` does
-    before it exits; return its exit status and its global namespace.
+    threads it started, run the exit functions it registered and wait for the processes
+    it started, as ``python`` does before it exits; return its exit status and its global namespace.
 
     The caller keeps that namespace until it has closed the job's clients, and then
     passes it to ``finalize``: Python, too, clears ``__main__`` only after its exit
@@ -183,6 +186,7 @@ def run_target(target: Target) -> tuple[int, dict[str, Any]]:
             lambda: _join(_threads_started_since(threads))
         )
     status = _run_exit_functions(at_exit) or waited or status
+    status = _exit_status_of(lambda: _join_processes(_processes_left())) or status
     return status, caught[0] if caught else {}
 
 
@@ -322,18 +326,62 @@ def _join(threads: list[threading.Thread]) -> None:
     One that never ends (a monitoring loop) keeps the job until its walltime, as it
     keeps ``python script.py`` from exiting, and the log showed nothing after the
     script's last line: after a few seconds one line names those waited for."""
+    _wait_for(
+        threads,
+        "threads",
+        "non-daemon threads",
+        "started with daemon=True, a thread does not keep the job",
+    )
+
+
+def _processes_left() -> list[BaseProcess]:
+    """The script's processes that Python's exit would wait for, once it has shut down
+    the script's open Managers.
+
+    multiprocessing's exit function first runs the finalizers of priority 0 and up (a
+    Manager's shutdown), then joins every child process that is no daemon. Left running
+    as the job ended, under srun such a process was killed by the end of the job step
+    while it still wrote its results (measured: its file never appeared). Only the
+    Managers' finalizers run here: the others of that priority are also the nanny's in
+    one process (its queues), and a Pool's are left to freeing the script's namespace
+    (``finalize``), which is bounded. The daemonic ones are ended there too."""
+    for finalizer in list(multiprocessing.util._finalizer_registry.values()):
+        if getattr(finalizer, "_callback", None) is BaseManager._finalize_manager:
+            finalizer()
+    return [
+        process
+        for process in multiprocessing.active_children()
+        if not process.daemon and process.name != WORKER_PROCESS_NAME
+    ]
+
+
+def _join_processes(processes: list[BaseProcess]) -> None:
+    _wait_for(
+        processes,
+        "processes",
+        "the processes it started",
+        "join them, or start them with daemon=True to have them ended at the job's end",
+    )
+
+
+def _wait_for(
+    running: list[threading.Thread] | list[BaseProcess], what: str, python_waits: str, hint: str
+) -> None:
+    """Join ``running``; after a few seconds one line names those still waited for."""
     deadline = time.monotonic() + NOTICE_AFTER
-    for thread in threads:  # a signal still interrupts the joins
-        thread.join(max(0.0, deadline - time.monotonic()))
-    if waiting := [repr(thread.name) for thread in threads if thread.is_alive()]:
+    for each in running:  # a signal still interrupts the joins
+        each.join(max(0.0, deadline - time.monotonic()))
+    if waiting := [repr(each.name) for each in running if each.is_alive()]:
         logging.getLogger("launcher").warning(
-            "your script has ended, and the job waits for its threads %s to end, as "
-            "Python waits for non-daemon threads before it exits (started with "
-            "daemon=True, a thread does not keep the job)",
+            "your script has ended, and the job waits for its %s %s to end, as Python "
+            "waits for %s before it exits (%s)",
+            what,
             ", ".join(waiting),
+            python_waits,
+            hint,
         )
-    for thread in threads:
-        thread.join()
+    for each in running:
+        each.join()
 
 
 _ExitFunction = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]

@@ -1236,6 +1236,39 @@ def test_the_job_ends_after_the_pools_the_script_left_open_as_python_does(script
     assert "waits for its threads" not in result.stderr, result
 
 
+LEAVES_PROCESSES = """
+import multiprocessing, sys, time
+from distributed import Client
+
+def write_later(path):
+    time.sleep(1)
+    with open(path, "w") as f:
+        f.write("written")
+    print("CHILD DONE", file=sys.stderr, flush=True)
+
+client = Client()
+shared = multiprocessing.Manager().dict()  # an open Manager: its process is no daemon
+manager = multiprocessing.Manager()
+multiprocessing.Process(target=write_later, args=(sys.argv[1],)).start()
+print("MAIN DONE", flush=True)
+"""
+
+
+@pytest.mark.parametrize("n", [4, None])
+def test_the_job_waits_for_the_processes_the_script_started_as_python_does(script, tmp_path, n):
+    """Python's exit shuts down the open Managers, then joins the processes that are no
+    daemons; the job ended first (its summary came before the child's last line, and
+    under srun the step's end killed the child before it wrote its file)."""
+    out = tmp_path / "out"
+    env = {"DASK_DISTRIBUTED__WORKER__DAEMON": "False"}  # one process: the nanny's is not
+    result = run(launcher_cmd(str(script(LEAVES_PROCESSES)), str(out), n=n), env=env, timeout=60)
+    assert_clean(result)
+    assert out.read_text() == "written", result
+    done, summary = result.stderr.find("CHILD DONE"), result.stderr.find("launcher: ok, exit 0")
+    assert 0 <= done < summary, result
+    assert "waits for its processes" not in result.stderr, result  # named after 5 s only
+
+
 EXIT_FUNCTIONS = """
 import atexit, sys
 from distributed import Client

@@ -75,6 +75,23 @@ def test_a_signal_ends_the_job_while_it_waits_for_the_scripts_threads(script):
     assert "launcher: interrupted, exit 138" in result.stderr, result
 
 
+def test_a_signal_ends_the_job_while_it_waits_for_the_scripts_processes(script):
+    # The same for a process the script started and left running.
+    path = script(
+        "import multiprocessing, time\n"
+        "multiprocessing.Process(target=time.sleep, args=(120,), name='crunch').start()\n"
+        "print('MAIN DONE', flush=True)\n"
+    )
+    job = start(launcher_cmd(str(path)))
+    job.wait_for_line("MAIN DONE")
+    notice = job.wait_for_line("launcher: your script has ended", timeout=30, stream="stderr")
+    assert "waits for its processes 'crunch' to end" in notice, notice
+    os.kill(job.proc.pid, signal.SIGUSR1)
+    result = job.finish(timeout=15)
+    assert result.returncode == 128 + signal.SIGUSR1 and not result.leftovers, result
+    assert "launcher: interrupted, exit 138" in result.stderr, result
+
+
 def test_a_signal_to_the_script_and_its_pool_ends_the_job_in_order(script, tmp_path):
     """scancel signals every process of the job step, the workers of a Pool the script
     made too: one killed while it held the lock of the pool's task queue made freeing

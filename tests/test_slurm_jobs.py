@@ -173,6 +173,22 @@ def test_the_jobs_exit_code_is_the_scripts(one, code, state, exit_code):
     assert one.summary(job)["exit_code"] == int(exit_code.split(":")[0])
 
 
+def test_a_process_the_script_left_running_finishes_before_the_step_ends(one, tmp_path):
+    # The end of the job step killed it while it was still writing its results.
+    out = tmp_path / "out"
+    path = one.script(
+        "later.py",
+        "import multiprocessing, sys, time\n"
+        "def write_later(path):\n"
+        "    time.sleep(2)\n"
+        "    open(path, 'w').write('written')\n"
+        "multiprocessing.Process(target=write_later, args=(sys.argv[1],)).start()\n",
+    )
+    job = one.submit("--ntasks=3", args=[path, str(out)])
+    assert one.finish(job) == ("COMPLETED", "0:0"), job.text
+    assert out.read_text() == "written", job.text
+
+
 def test_workers_spill_to_node_local_scratch(one, tmp_path):
     scratch = tmp_path / "localscratch"
     scratch.mkdir()
