@@ -29,7 +29,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures.process import _python_exit as shut_down_process_pools
 from concurrent.futures.thread import _threads_queues
 from contextlib import contextmanager
-from multiprocessing.managers import BaseManager
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, NoReturn
@@ -174,7 +173,7 @@ def run_target(target: Target) -> tuple[int, dict[str, Any]]:
     print_as_it_goes()
     children_find_the_cluster()
     start_method_left_to_the_script()
-    threads = set(threading.enumerate())
+    threads, finalizers = set(threading.enumerate()), _registered_finalizers()
     with _exit_functions() as (at_exit, before_threads_join), _main_namespace_caught() as caught:
         status = _exit_status_of(lambda: _run_main(target))
         # Last: the shutdown of the script's ProcessPoolExecutors, once their queued
@@ -186,7 +185,7 @@ def run_target(target: Target) -> tuple[int, dict[str, Any]]:
             lambda: _join(_threads_started_since(threads))
         )
     status = _run_exit_functions(at_exit) or waited or status
-    status = _exit_status_of(lambda: _join_processes(_processes_left())) or status
+    status = _exit_status_of(lambda: _join_processes(_processes_left(finalizers))) or status
     return status, caught[0] if caught else {}
 
 
@@ -334,19 +333,36 @@ def _join(threads: list[threading.Thread]) -> None:
     )
 
 
-def _processes_left() -> list[BaseProcess]:
-    """The script's processes that Python's exit would wait for, once it has shut down
-    the script's open Managers.
+#: Of the finalizers that multiprocessing's exit function runs before it joins the child
+#: processes (priority 0 and up), those that only end what they belong to: a Manager's
+#: shutdown, and the unlinking of a semaphore's name (multiprocessing's and joblib's
+#: loky's, whose resource tracker otherwise warned of "leaked semlock objects" after the
+#: summary of every job whose script had called joblib.Parallel). Others of that priority
+#: are left: a Pool's is run by freeing the script's namespace (``finalize``, bounded),
+#: and a queue's close (the nanny's too, in one process) is not needed to end the job.
+_FINALIZED_AT_EXIT = {"BaseManager._finalize_manager", "SemLock._cleanup"}
+
+
+def _registered_finalizers() -> set[tuple[Any, ...]]:
+    return set(multiprocessing.util._finalizer_registry)
+
+
+def _processes_left(before: set[tuple[Any, ...]]) -> list[BaseProcess]:
+    """The script's processes that Python's exit would wait for, once it has finalized
+    what the script left (``_FINALIZED_AT_EXIT``, registered since it started).
 
     multiprocessing's exit function first runs the finalizers of priority 0 and up (a
     Manager's shutdown), then joins every child process that is no daemon. Left running
     as the job ended, under srun such a process was killed by the end of the job step
-    while it still wrote its results (measured: its file never appeared). Only the
-    Managers' finalizers run here: the others of that priority are also the nanny's in
-    one process (its queues), and a Pool's are left to freeing the script's namespace
-    (``finalize``), which is bounded. The daemonic ones are ended there too."""
-    for finalizer in list(multiprocessing.util._finalizer_registry.values()):
-        if getattr(finalizer, "_callback", None) is BaseManager._finalize_manager:
+    while it still wrote its results (measured: its file never appeared); an open
+    Manager is one, which only its finalizer ends. The daemonic ones are ended by
+    ``finalize``, as the job ends."""
+    registry = multiprocessing.util._finalizer_registry
+    due = [key for key in set(registry) - before if key[0] is not None and key[0] >= 0]
+    for key in sorted(due, reverse=True):  # Python's order
+        finalizer = registry.get(key)
+        callback = getattr(finalizer, "_callback", None)
+        if finalizer and getattr(callback, "__qualname__", None) in _FINALIZED_AT_EXIT:
             finalizer()
     return [
         process
