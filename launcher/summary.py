@@ -56,7 +56,10 @@ class Summary:
         )
 
     def write(self, path: str) -> None:
-        """Write atomically, so a reader never sees half a file."""
+        """Write atomically, so a reader never sees half a file; its directory is made if
+        need be, as distributed makes the performance report's (``--summary
+        results/run.json`` before the script made results/ lost the summary)."""
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         tmp = f"{path}.tmp{os.getpid()}"
         with open(tmp, "w") as f:
             json.dump(asdict(self), f, indent=2)

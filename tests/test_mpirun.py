@@ -404,7 +404,8 @@ def test_exit_status_is_the_user_codes(script, body, code, stderr_has, layout):
 
 
 def test_summary_on_success_and_on_failure(script, tmp_path):
-    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    # bad.json's directory is made, as distributed makes a performance report's.
+    good, bad = tmp_path / "good.json", tmp_path / "results" / "bad.json"
     result = run(launcher_cmd("--summary", str(good)))
     assert_clean(result)
     data = json.loads(good.read_text())
