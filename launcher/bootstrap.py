@@ -24,7 +24,6 @@ from launcher.mpienv import (
     diagnose_launcher,
     diagnose_world,
     intended_rank,
-    launched_size,
     leave_mpi_job,
 )
 from launcher.options import EarlyExit, Options, UsageError, parse
@@ -224,7 +223,7 @@ def prepare_before_mpi(options: Options, env: Mapping[str, str]) -> None:
     7.2 s instead of 3.8 s on the test Slurm (15 jobs each, none failed MPI_Init).
     """
     from launcher.config import ConfigError, read_settings
-    from launcher.plan import hosts_a_nanny
+    from launcher.plan import hosts_a_nanny, is_a_worker_rank
 
     try:
         settings = read_settings()
@@ -232,10 +231,15 @@ def prepare_before_mpi(options: Options, env: Mapping[str, str]) -> None:
         return
     set_dask_log_level(options.verbose)
     nanny = hosts_a_nanny(env, options, settings)
-    if nanny and launched_size(env) > 1:  # one process runs the user's code: left as is
-        from launcher.forkserver import set_worker_environment
+    if is_a_worker_rank(env, options, settings):  # the user's code's rank: left as is
+        from launcher.forkserver import set_worker_environment, trim_freed_memory
 
         set_worker_environment()  # before the import below loads numpy
+        if not nanny:
+            # The rank is the worker: distributed applies these only as a nanny starts
+            # its worker process, and under --no-nanny (dask worker's and dask-mpi's
+            # too) every worker ran a BLAS thread per core of the node.
+            trim_freed_memory()
     configure_logging(options.verbose)
     if nanny:
         from launcher.forkserver import start_worker_helpers

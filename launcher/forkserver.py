@@ -74,12 +74,18 @@ def set_worker_environment() -> None:
             os.environ.setdefault(name, str(value))
 
 
+def trim_freed_memory() -> None:
+    """MALLOC_TRIM_THRESHOLD_ for a process that is running already: glibc reads the
+    variable only as a process starts."""
+    trim, libc = os.environ.get("MALLOC_TRIM_THRESHOLD_", ""), ctypes.CDLL(None)
+    if trim.isdigit() and hasattr(libc, "mallopt"):  # glibc's
+        libc.mallopt(_M_TRIM_THRESHOLD, int(trim))
+
+
 def _serve(listener: socket.socket, alive_r: int, alive_w: int) -> None:
     """The forked child: become multiprocessing's fork server."""
     try:
-        trim, libc = os.environ.get("MALLOC_TRIM_THRESHOLD_", ""), ctypes.CDLL(None)
-        if trim.isdigit() and hasattr(libc, "mallopt"):  # glibc's
-            libc.mallopt(_M_TRIM_THRESHOLD, int(trim))
+        trim_freed_memory()
         os.close(alive_w)
         # The server stays deaf to the job's signals; the processes it forks do not.
         # (forkserver.main ignores SIGINT itself and gives its children this handler.)

@@ -334,11 +334,17 @@ def hosts_a_nanny(
     nanny = options.nanny if options.nanny is not None else settings["nanny"].value
     if not nanny:
         return False
+    return launched_size(env) == 1 or is_a_worker_rank(env, options, settings)
+
+
+def is_a_worker_rank(
+    env: Mapping[str, str], options: Options, settings: Mapping[str, Setting]
+) -> bool:
+    """Before MPI is up: is this one of several ranks, one that runs a worker and none
+    of the user's code? (Guessed as ``hosts_a_nanny`` is.)"""
     size, rank = launched_size(env), intended_rank(env)
     layout = options.layout or settings["layout"].value
-    if size == 1:
-        return True  # one process: the worker is the nanny's child here
-    return rank >= (2 if layout == "dedicated" else 1)
+    return size > 1 and rank >= (2 if layout == "dedicated" else 1)
 
 
 def make_plan(inputs: PlanInputs) -> Plan:

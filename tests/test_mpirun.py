@@ -1043,11 +1043,12 @@ print("FACTS", sorted(Client().run(facts).values()))
 """
 
 
-def test_worker_processes_start_as_distributeds_nanny_starts_them(script):
+@pytest.mark.parametrize("flags", [[], ["--no-nanny"]])
+def test_workers_start_as_distributeds_nanny_starts_them(script, flags):
     # distributed.nanny.pre-spawn-environ: one BLAS thread per worker process and a
     # fixed malloc trim threshold. Forked from the fork server they had neither (a BLAS
-    # thread per core each, and freed memory kept).
-    result = run(launcher_cmd(str(script(WORKER_PROCESS))), timeout=60)
+    # thread per core each, and freed memory kept), nor had --no-nanny worker ranks.
+    result = run(launcher_cmd(*flags, str(script(WORKER_PROCESS))), timeout=60)
     assert_clean(result)
     facts = re.search(r"FACTS (.*)", result.stdout)
     assert facts, result

@@ -7,7 +7,7 @@ import pytest
 from launcher.config import PACKAGE_DEFAULTS, Setting
 from launcher.hostfacts import HostFacts
 from launcher.options import Options, Target
-from launcher.plan import PlanError, PlanInputs, hosts_a_nanny, make_plan
+from launcher.plan import PlanError, PlanInputs, hosts_a_nanny, is_a_worker_rank, make_plan
 from launcher.slurm import MIB
 
 GIB = 1024**3
@@ -287,15 +287,26 @@ def test_plan_json_names_every_value_and_its_source():
 
 
 @pytest.mark.parametrize(
-    ("env", "options", "expected"),
+    ("env", "options", "nanny", "worker_rank"),
     [
-        ({}, Options(), True),  # one process: its worker runs under a nanny
-        ({"PMI_RANK": "0", "PMI_SIZE": "4"}, Options(), False),  # scheduler and client
-        ({"PMI_RANK": "1", "PMI_SIZE": "4"}, Options(), True),
-        ({"PMI_RANK": "1", "PMI_SIZE": "4"}, Options(layout="dedicated"), False),
-        ({"SLURM_PROCID": "2", "SLURM_STEP_NUM_TASKS": "4"}, Options(layout="dedicated"), True),
-        ({"OMPI_COMM_WORLD_RANK": "3", "OMPI_COMM_WORLD_SIZE": "4"}, Options(nanny=False), False),
+        ({}, Options(), True, False),  # one process: its worker runs under a nanny
+        ({"PMI_RANK": "0", "PMI_SIZE": "4"}, Options(), False, False),  # scheduler, client
+        ({"PMI_RANK": "1", "PMI_SIZE": "4"}, Options(), True, True),
+        ({"PMI_RANK": "1", "PMI_SIZE": "4"}, Options(layout="dedicated"), False, False),
+        (
+            {"SLURM_PROCID": "2", "SLURM_STEP_NUM_TASKS": "4"},
+            Options(layout="dedicated"),
+            True,
+            True,
+        ),
+        (
+            {"OMPI_COMM_WORLD_RANK": "3", "OMPI_COMM_WORLD_SIZE": "4"},
+            Options(nanny=False),
+            False,
+            True,
+        ),
     ],
 )
-def test_which_ranks_run_a_nanny_is_known_before_mpi(env, options, expected):
-    assert hosts_a_nanny(env, options, defaults()) is expected
+def test_which_ranks_run_a_worker_and_a_nanny_is_known_before_mpi(env, options, nanny, worker_rank):
+    assert hosts_a_nanny(env, options, defaults()) is nanny
+    assert is_a_worker_rank(env, options, defaults()) is worker_rank
