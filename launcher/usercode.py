@@ -162,7 +162,8 @@ def hard_exits_end_the_job(end_job: Callable[[int], NoReturn]) -> Iterator[None]
 def run_target(target: Target) -> tuple[int, dict[str, Any]]:
     """Run the target as ``__main__`` in this (the main) thread, then wait for the
     threads it started, run the exit functions it registered and wait for the processes
-    it started, as ``python`` does before it exits; return its exit status and its global namespace.
+    it started, as ``python`` does before it exits; return its exit status and its
+    global namespace.
 
     The caller keeps that namespace until it has closed the job's clients, and then
     passes it to ``finalize``: Python, too, clears ``__main__`` only after its exit
