@@ -16,6 +16,15 @@
 #   #SBATCH --cpus-per-task=8
 # and drop --mem-per-cpu: the launcher then divides each node's memory among its tasks.
 #
+# For the accel partition (GH200 nodes, 4 GPUs each), ask for the node's GPUs and one
+# task per GPU plus task 0 (the scheduler and your script), e.g.
+#   #SBATCH --partition=accel
+#   #SBATCH --gpus-per-node=4
+#   #SBATCH --ntasks-per-node=5
+# with the partition's own rules for cores and memory, and the module set for the GPU
+# nodes instead of NRIS/CPU: each worker then gets one GPU of its node
+# (CUDA_VISIBLE_DEVICES), where Slurm lets every task see all four.
+#
 #SBATCH --account=nn9999k
 #SBATCH --job-name=dask-launcher
 #SBATCH --time=0-01:00:00

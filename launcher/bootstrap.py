@@ -292,11 +292,13 @@ def _plan_or_reason(
             return None, Stop(status, problem)
     try:
         hosts = tuple(f.hostname for f in facts)
+        gpus = tuple(f.gpus for f in facts)
         source = "MPI"
         alloc = read_allocation(env)
         if size == 1 and options.plan and alloc and (alloc.tasks or 1) > 1:
             nodes = alloc.rank_nodes()
             hosts = tuple(nodes) if len(nodes) == alloc.tasks else hosts * alloc.tasks
+            gpus *= len(hosts)
             source = "env SLURM_STEP_NUM_TASKS/SLURM_NTASKS (planned; not started under MPI)"
         run_id = "-".join(filter(None, [alloc.job_id if alloc else None, secrets.token_hex(3)]))
         plan = make_plan(
@@ -309,6 +311,7 @@ def _plan_or_reason(
                 run_id=run_id,
                 cwd=os.getcwd(),
                 mpi_size_source=source,
+                rank_gpus=gpus,
             )
         )
     except (PlanError, SlurmEnvError) as err:

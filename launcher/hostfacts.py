@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,8 @@ class HostFacts:
     #: to fewer than the node has.
     cpus: int
     interfaces: dict[str, list[str]] = field(default_factory=dict)
+    #: The GPUs this rank may use (CUDA_VISIBLE_DEVICES); None: the variable is unset.
+    gpus: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -100,4 +103,14 @@ def gather_local(rank: int) -> HostFacts:
         memory_bytes=usable_memory(),
         cpus=_usable_cpus(),
         interfaces=ipv4_interfaces(),
+        gpus=visible_gpus(os.environ),
     )
+
+
+def visible_gpus(env: Mapping[str, str]) -> tuple[str, ...] | None:
+    """Slurm sets CUDA_VISIBLE_DEVICES to the GPUs of a task's allocation (each task the
+    node's GPUs of the step, unless --gpus-per-task or --gpu-bind gave each its own)."""
+    value = env.get("CUDA_VISIBLE_DEVICES")
+    if value is None:
+        return None
+    return tuple(gpu.strip() for gpu in value.split(",") if gpu.strip())

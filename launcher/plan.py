@@ -40,6 +40,8 @@ class RankPlan:
     nthreads: int | None = None
     memory_limit: int | None = None
     local_directory: str | None = None
+    #: The worker's CUDA_VISIBLE_DEVICES; None: the rank's environment as it is.
+    gpus: tuple[str, ...] | None = None
 
     @property
     def is_worker(self) -> bool:
@@ -93,6 +95,7 @@ class Plan:
             "nthreads": workers[0].nthreads if workers else None,
             "memory_limit": memory.pop() if len(memory) == 1 else "per node, see ranks",
             "local_directory": self.run_directory,
+            "gpus": "per worker, see ranks" if any(w.gpus for w in workers) else None,
             "interface": self.interface,
             "dashboard": self.dashboard,
             "dashboard_address": self.dashboard_address,
@@ -138,6 +141,8 @@ class PlanInputs:
     run_id: str
     cwd: str
     mpi_size_source: str = "MPI"
+    #: Each rank's visible GPUs (HostFacts.gpus), in rank order; empty: none known.
+    rank_gpus: tuple[tuple[str, ...] | None, ...] = ()
 
 
 def _pick(flag: Any, flag_name: str, setting: Setting) -> tuple[Any, str] | None:
@@ -262,6 +267,38 @@ def _memory_notes(inputs: PlanInputs, ranks: list[RankPlan], source: str) -> tup
         f"spill their data; give them at most {format_bytes(usable // count)} each, or "
         f"ask Slurm for more memory",
     )
+
+
+def _gpus_of_workers(
+    inputs: PlanInputs, roles: list[tuple[str, ...]]
+) -> tuple[dict[int, tuple[str, ...]], str]:
+    """The GPUs each worker gets, by rank, and the source of the rule.
+
+    With ``--gpus-per-node`` (or ``--gres=gpu:N``) Slurm gives every task of a node all
+    of the node's GPUs, and every worker ran its work on the first (the CUDA default):
+    one GPU busy, the others idle. As dask-cuda's LocalCUDACluster does, the GPUs a
+    node's workers all see are shared out among them, an equal number each (one each
+    when there are as many as workers, in turn when fewer). Where the workers of a node
+    see different GPUs already (``--gpus-per-task``, ``--gpu-bind``), or one, or none,
+    they are left as they are; so is the rank that runs the user's code.
+    """
+    workers_on: dict[str, list[int]] = {}
+    for rank, (host, rank_roles) in enumerate(zip(inputs.rank_hosts, roles, strict=True)):
+        if "worker" in rank_roles:
+            workers_on.setdefault(host, []).append(rank)
+    shared: dict[int, tuple[str, ...]] = {}
+    for workers in workers_on.values():
+        seen = {inputs.rank_gpus[r] for r in workers} if inputs.rank_gpus else {None}
+        visible = seen.pop() if len(seen) == 1 else None
+        if len(workers) < 2 or not visible or len(visible) < 2:
+            continue
+        each = max(1, len(visible) // len(workers))
+        for index, rank in enumerate(workers):
+            first = index * each % len(visible)
+            shared[rank] = visible[first : first + each]
+    if shared:
+        return shared, "env CUDA_VISIBLE_DEVICES shared out among the node's workers"
+    return shared, "as each task sees them (env CUDA_VISIBLE_DEVICES, if set)"
 
 
 def _local_base(inputs: PlanInputs) -> tuple[str, str]:
@@ -399,6 +436,7 @@ def make_plan(inputs: PlanInputs) -> Plan:
         login = inputs.env["SLURM_SUBMIT_HOST"], "env SLURM_SUBMIT_HOST"
     login_host, sources["login_host"] = login or (None, "default (not in a Slurm job)")
 
+    gpus, sources["gpus"] = _gpus_of_workers(inputs, roles)
     ranks = []
     for rank, (host, rank_roles) in enumerate(zip(inputs.rank_hosts, roles, strict=True)):
         if "worker" in rank_roles:
@@ -410,6 +448,7 @@ def make_plan(inputs: PlanInputs) -> Plan:
                     nthreads,
                     memory_for(host),
                     os.path.join(run_directory, f"worker-{rank}"),
+                    gpus.get(rank),
                 )
             )
         else:

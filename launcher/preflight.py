@@ -209,6 +209,8 @@ def plan_check(plan: Plan | None, reason: str | None) -> Check:
         f"{plural(len(workers), 'worker')} x {plural(workers[0].nthreads or 1, 'thread')} "
         f"[{sources['nthreads']}], {each} each [{sources['memory_limit']}]"
     )
+    if gpus := {len(w.gpus) for w in workers if w.gpus}:
+        found += f", {plural(max(gpus), 'GPU')} each [{sources['gpus']}]"
     if plan.notes:  # what would cost the job, each with what to do
         return Check("plan", WARN, found, " ".join(plan.notes))
     return Check("plan", OK, found)

@@ -107,6 +107,16 @@ class ServingRank:
             share_address(self.comm, plan)
             return problem
         import_beside_the_script(plan.target)
+        options = worker_options(plan, self.stop.check, self.say_ready, self.say_lost)
+        if me.gpus is not None:
+            # The worker's share of the node's GPUs (plan.py, _gpus_of_workers): in this
+            # rank's environment (the worker under --no-nanny, and the programs its tasks
+            # start), and in the worker process's, which a nanny forks from the fork
+            # server, started with the environment the rank had before the plan.
+            visible = {"CUDA_VISIBLE_DEVICES": ",".join(me.gpus)}
+            os.environ.update(visible)
+            if plan.nanny:
+                options["env"] = visible
         try:
             dask_mpi.execute(
                 None,
@@ -117,7 +127,7 @@ class ServingRank:
                 local_directory=me.local_directory,
                 memory_limit=me.memory_limit,
                 worker_class=worker_class(plan),
-                worker_options=worker_options(plan, self.stop.check, self.say_ready, self.say_lost),
+                worker_options=options,
                 comm=self.comm,
             )
         except StartupAborted:

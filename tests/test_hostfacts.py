@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.hostfacts import _cgroup_limit
+from launcher.hostfacts import _cgroup_limit, visible_gpus
 
 GIB = 1024**3
 V1_UNLIMITED = "9223372036854771712"
@@ -53,3 +53,16 @@ def test_v1_limit_of_the_job_bounds_its_tasks(tmp_path):
 def test_without_a_limit_there_is_none(tmp_path, proc):
     tree(tmp_path, {"memory.max": "max", "memory/memory.limit_in_bytes": V1_UNLIMITED})
     assert _cgroup_limit(proc, tmp_path) is None
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, None),
+        ({"CUDA_VISIBLE_DEVICES": ""}, ()),
+        ({"CUDA_VISIBLE_DEVICES": "0,1,2,3"}, ("0", "1", "2", "3")),
+        ({"CUDA_VISIBLE_DEVICES": "GPU-8f2e, GPU-1a3b"}, ("GPU-8f2e", "GPU-1a3b")),
+    ],
+)
+def test_visible_gpus_are_read_as_slurm_sets_them(env, expected):
+    assert visible_gpus(env) == expected

@@ -1059,6 +1059,30 @@ def test_workers_start_as_distributeds_nanny_starts_them(script, flags):
         assert kept_mib < 50, result
 
 
+GPUS = """
+import os, subprocess
+from distributed import Client
+
+def visible():
+    program = subprocess.run(["sh", "-c", "echo $CUDA_VISIBLE_DEVICES"], capture_output=True)
+    return os.environ["CUDA_VISIBLE_DEVICES"], program.stdout.decode().strip()
+
+print("WORKERS", sorted(Client().run(visible).values()))
+print("CLIENT", os.environ["CUDA_VISIBLE_DEVICES"])
+"""
+
+
+@pytest.mark.parametrize("flags", [[], ["--no-nanny"]])
+def test_each_worker_gets_its_share_of_the_nodes_gpus(script, flags):
+    # As under Slurm's --gpus-per-node: every rank sees all of the node's GPUs, and
+    # every worker used the first.
+    env = {"CUDA_VISIBLE_DEVICES": "0,1,2"}
+    result = run(launcher_cmd(*flags, str(script(GPUS))), env=env, timeout=60)
+    assert_clean(result)
+    assert "WORKERS [('0', '0'), ('1', '1'), ('2', '2')]" in result.stdout, result
+    assert "CLIENT 0,1,2" in result.stdout, result  # the script's rank: as it was
+
+
 SLEEPING_POOL = """
 import multiprocessing, subprocess, time
 

@@ -26,7 +26,7 @@ def defaults(**overrides):
     return settings
 
 
-def plan_for(env=None, hosts=("n1",) * 4, host_facts=None, options=None, settings=None):
+def plan_for(env=None, hosts=("n1",) * 4, host_facts=None, options=None, settings=None, gpus=()):
     host_facts = host_facts or {h: facts(h) for h in hosts}
     return make_plan(
         PlanInputs(
@@ -37,6 +37,7 @@ def plan_for(env=None, hosts=("n1",) * 4, host_facts=None, options=None, setting
             options=options or Options(),
             run_id="t1",
             cwd="/home/me/job",
+            rank_gpus=tuple(gpus),
         )
     )
 
@@ -229,6 +230,54 @@ def test_memory_limits_over_what_the_job_may_use_on_a_node_are_noted(options, se
         "Slurm for more memory"
     )
     assert plan.notes == ((expected,) if noted else ())
+
+
+FOUR = ("0", "1", "2", "3")
+
+
+@pytest.mark.parametrize(
+    ("hosts", "gpus", "layout", "expected"),
+    [
+        # --gpus-per-node=4 --ntasks-per-node=5: one GPU for each of the 4 workers
+        (("n1",) * 5, [FOUR] * 5, None, [("0",), ("1",), ("2",), ("3",)]),
+        # two workers: two GPUs each
+        (("n1",) * 3, [FOUR] * 3, None, [("0", "1"), ("2", "3")]),
+        # more workers than GPUs: in turn
+        (("n1",) * 4, [("0", "1")] * 4, None, [("0",), ("1",), ("0",)]),
+        # per node, on two nodes; the dedicated layout's rank 1 is the client
+        (
+            ("n1", "n1", "n1", "n1", "n2", "n2"),
+            [("5", "7")] * 4 + [FOUR] * 2,
+            "dedicated",
+            [("5",), ("7",), ("0", "1"), ("2", "3")],
+        ),
+        # Slurm gave each task its own (--gpus-per-task): left as they are
+        (("n1",) * 3, [FOUR, ("0",), ("1",)], None, [None, None]),
+        # one GPU, one worker on a node, or none visible: left as they are
+        (("n1",) * 3, [("0",)] * 3, None, [None, None]),
+        (("n1", "n2"), [FOUR] * 2, None, [None]),
+        (("n1",) * 3, [None] * 3, None, [None, None]),
+        (("n1",) * 3, [()] * 3, None, [None, None]),
+        (("n1",) * 3, [], None, [None, None]),  # not known (no facts)
+    ],
+)
+def test_a_nodes_gpus_are_shared_out_among_its_workers(hosts, gpus, layout, expected):
+    """Slurm's --gpus-per-node gives every task all of the node's GPUs, and every
+    worker ran on the first; as dask-cuda does, each worker gets its own share."""
+    plan = plan_for(hosts=hosts, gpus=gpus, options=Options(layout=layout))
+    assert [w.gpus for w in plan.workers] == expected
+    assert all(r.gpus is None for r in plan.ranks if not r.is_worker)  # the user's code's
+    data = json.loads(plan.to_json())
+    shared = any(expected)
+    assert data["settings"]["gpus"] == {
+        "value": "per worker, see ranks" if shared else None,
+        "source": "env CUDA_VISIBLE_DEVICES shared out among the node's workers"
+        if shared
+        else "as each task sees them (env CUDA_VISIBLE_DEVICES, if set)",
+    }
+    assert [r.get("gpus") for r in data["ranks"] if "worker" in r["roles"]] == [
+        list(g) if g else None for g in expected
+    ]
 
 
 def test_interface_must_exist_on_every_host():

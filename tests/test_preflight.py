@@ -67,11 +67,15 @@ def test_passes_alone_and_makes_nothing(tmp_path):
 
 
 def test_passes_under_mpirun_with_one_table():
-    result = run(launcher_cmd("--check", n=3), timeout=60)
+    # As under --gpus-per-node=2: the two workers get one GPU each.
+    result = run(launcher_cmd("--check", n=3), env={"CUDA_VISIBLE_DEVICES": "0,1"}, timeout=60)
     assert_one_table(result, 0)
     assert "3 ranks on" in result.stdout
     assert "world of 3 = the 3 processes started" in line(result, "mpi")
     assert "compact, 3 ranks [MPI]: 2 workers x 1 thread" in line(result, "plan")
+    assert line(result, "plan").endswith(
+        ", 1 GPU each [env CUDA_VISIBLE_DEVICES shared out among the node's workers]"
+    )
     assert line(result, "interface").startswith(
         "ok    lo [env DASK_LAUNCHER__INTERFACE]: 127.0.0.1"
     )
