@@ -278,10 +278,14 @@ def _gpus_of_workers(
     of the node's GPUs, and every worker ran its work on the first (the CUDA default):
     one GPU busy, the others idle. As dask-cuda's LocalCUDACluster does, the GPUs a
     node's workers all see are shared out among them, an equal number each (one each
-    when there are as many as workers, in turn when fewer). Where the workers of a node
-    see different GPUs already (``--gpus-per-task``, ``--gpu-bind``), or one, or none,
-    they are left as they are; so is the rank that runs the user's code.
+    when there are as many as workers, in turn when fewer). Where Slurm bound GPUs to
+    tasks (``--gpus-per-task``, ``--gpu-bind``), or the workers of a node see different
+    GPUs, or one, or none, they are left as they are; so is the rank that runs the
+    user's code.
     """
+    bound = [name for name in ("SLURM_GPUS_PER_TASK", "SLURM_GPU_BIND") if inputs.env.get(name)]
+    if bound:  # each task's own, renumbered from 0 where Slurm constrains devices per task
+        return {}, f"as Slurm bound them to tasks (env {bound[0]})"
     workers_on: dict[str, list[int]] = {}
     for rank, (host, rank_roles) in enumerate(zip(inputs.rank_hosts, roles, strict=True)):
         if "worker" in rank_roles:

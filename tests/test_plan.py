@@ -232,6 +232,14 @@ def test_memory_limits_over_what_the_job_may_use_on_a_node_are_noted(options, se
     assert plan.notes == ((expected,) if noted else ())
 
 
+@pytest.mark.parametrize("variable", ["SLURM_GPUS_PER_TASK", "SLURM_GPU_BIND"])
+def test_gpus_slurm_bound_to_tasks_are_left_as_they_are(variable):
+    # With devices constrained per task, each task's own GPUs may all be called "0,1".
+    plan = plan_for(env={variable: "2"}, hosts=("n1",) * 3, gpus=[("0", "1")] * 3)
+    assert [w.gpus for w in plan.workers] == [None, None]
+    assert plan.sources["gpus"] == f"as Slurm bound them to tasks (env {variable})"
+
+
 FOUR = ("0", "1", "2", "3")
 
 
