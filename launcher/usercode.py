@@ -83,7 +83,10 @@ def check_target(target: Target) -> str | None:
                 f"export it with 'jupyter nbconvert --to script {path}' and run the .py file"
             )
         if path.is_file() and not zipfile.is_zipfile(path):
-            return _syntax_error(path.read_bytes(), str(path))
+            source = path.read_bytes()
+            if source.startswith(importlib.util.MAGIC_NUMBER):
+                return None  # compiled code (``python script.pyc``), which runpy runs too
+            return _syntax_error(source, str(path))
         # A directory or zip file with a __main__.py, as python runs it.
         importer = pkgutil.get_importer(str(path))
         spec = importer.find_spec("__main__") if importer is not None else None

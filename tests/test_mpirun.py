@@ -8,6 +8,7 @@ import ast
 import hashlib
 import json
 import os
+import py_compile
 import re
 import shlex
 import shutil
@@ -113,6 +114,21 @@ def test_module_target_runs_as_main(tmp_path):
     result = run(launcher_cmd("-m", "mypkg.job", "a", "b"), cwd=tmp_path)
     assert_clean(result)
     assert "module ['a', 'b'] 3" in result.stdout
+
+
+def test_compiled_script_runs_as_python_runs_it(tmp_path):
+    # python runs a .pyc given as the script; the syntax check before the start read
+    # it as source and stopped the job ("SyntaxError: ... null bytes").
+    source = tmp_path / "job.py"
+    source.write_text(
+        "import sys, dask\nprint('compiled', sys.argv[1:], dask.delayed(sum)([1, 2]).compute())\n"
+    )
+    compiled = tmp_path / "job.pyc"
+    py_compile.compile(str(source), cfile=str(compiled), doraise=True)
+    source.unlink()
+    result = run(launcher_cmd(str(compiled), "a"), timeout=60)
+    assert_clean(result)
+    assert "compiled ['a'] 3" in result.stdout, result
 
 
 def test_command_runs_as_main():
