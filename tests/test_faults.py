@@ -257,6 +257,8 @@ def memory_cgroup():
                 (job / "memory.swap.max").write_text("0")
         else:
             (job / "memory.limit_in_bytes").write_text(str(limit))
+            if (job / "memory.memsw.limit_in_bytes").exists():  # only with swap accounting
+                (job / "memory.memsw.limit_in_bytes").write_text(str(limit))
         task.mkdir()
         yield limit, ["sh", "-c", f'echo $$ > {task}/cgroup.procs && exec "$@"', "sh"]
     finally:
