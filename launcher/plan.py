@@ -305,6 +305,24 @@ def _gpus_of_workers(
     return shared, "as each task sees them (env CUDA_VISIBLE_DEVICES, if set)"
 
 
+def _gpu_notes(inputs: PlanInputs, ranks: list[RankPlan]) -> tuple[str, ...]:
+    """GPUs shared out unevenly on a node: two workers to a GPU, or a GPU left idle
+    (``--ntasks-per-node=5`` with 4 GPUs a node suits only the node of task 0)."""
+    for host in dict.fromkeys(r.host for r in ranks if r.gpus):
+        workers = [r for r in ranks if r.host == host and r.gpus]
+        visible = inputs.rank_gpus[workers[0].rank] or ()
+        used = {gpu for worker in workers for gpu in worker.gpus or ()}
+        idle = [gpu for gpu in visible if gpu not in used]
+        if idle or len(workers) > len(visible):
+            how = f"GPU {', '.join(idle)} idle" if idle else "two workers to a GPU"
+            return (
+                f"{len(workers)} workers on {host} share its {len(visible)} GPUs unevenly "
+                f"({how}): start as many worker tasks as GPUs on each node (task 0 runs "
+                f"the scheduler and your script), or bind GPUs to tasks with --gpus-per-task",
+            )
+    return ()
+
+
 def _local_base(inputs: PlanInputs) -> tuple[str, str]:
     picked = _pick(
         inputs.options.local_directory, "--local-directory", inputs.settings["local-directory"]
@@ -482,5 +500,6 @@ def make_plan(inputs: PlanInputs) -> Plan:
         verbose=opts.verbose,
         sources=sources,
         notes=_cores_notes(inputs, nthreads, sources["nthreads"], worker_hosts)
-        + _memory_notes(inputs, ranks, sources["memory_limit"]),
+        + _memory_notes(inputs, ranks, sources["memory_limit"])
+        + _gpu_notes(inputs, ranks),
     )

@@ -244,32 +244,51 @@ FOUR = ("0", "1", "2", "3")
 
 
 @pytest.mark.parametrize(
-    ("hosts", "gpus", "layout", "expected"),
+    ("hosts", "gpus", "layout", "expected", "uneven"),
     [
         # --gpus-per-node=4 --ntasks-per-node=5: one GPU for each of the 4 workers
-        (("n1",) * 5, [FOUR] * 5, None, [("0",), ("1",), ("2",), ("3",)]),
+        (("n1",) * 5, [FOUR] * 5, None, [("0",), ("1",), ("2",), ("3",)], None),
         # two workers: two GPUs each
-        (("n1",) * 3, [FOUR] * 3, None, [("0", "1"), ("2", "3")]),
+        (("n1",) * 3, [FOUR] * 3, None, [("0", "1"), ("2", "3")], None),
         # more workers than GPUs: in turn
-        (("n1",) * 4, [("0", "1")] * 4, None, [("0",), ("1",), ("0",)]),
+        (
+            ("n1",) * 4,
+            [("0", "1")] * 4,
+            None,
+            [("0",), ("1",), ("0",)],
+            "3 workers on n1 share its 2 GPUs unevenly (two workers to a GPU): start as "
+            "many worker tasks as GPUs on each node (task 0 runs the scheduler and your "
+            "script), or bind GPUs to tasks with --gpus-per-task",
+        ),
+        # fewer, not a divisor: one idle
+        (
+            ("n1",) * 4,
+            [FOUR] * 4,
+            None,
+            [("0",), ("1",), ("2",)],
+            "3 workers on n1 share its 4 GPUs unevenly (GPU 3 idle): start as many worker "
+            "tasks as GPUs on each node (task 0 runs the scheduler and your script), or "
+            "bind GPUs to tasks with --gpus-per-task",
+        ),
         # per node, on two nodes; the dedicated layout's rank 1 is the client
         (
             ("n1", "n1", "n1", "n1", "n2", "n2"),
             [("5", "7")] * 4 + [FOUR] * 2,
             "dedicated",
             [("5",), ("7",), ("0", "1"), ("2", "3")],
+            None,
         ),
         # Slurm gave each task its own (--gpus-per-task): left as they are
-        (("n1",) * 3, [FOUR, ("0",), ("1",)], None, [None, None]),
+        (("n1",) * 3, [FOUR, ("0",), ("1",)], None, [None, None], None),
         # one GPU, one worker on a node, or none visible: left as they are
-        (("n1",) * 3, [("0",)] * 3, None, [None, None]),
-        (("n1", "n2"), [FOUR] * 2, None, [None]),
-        (("n1",) * 3, [None] * 3, None, [None, None]),
-        (("n1",) * 3, [()] * 3, None, [None, None]),
-        (("n1",) * 3, [], None, [None, None]),  # not known (no facts)
+        (("n1",) * 3, [("0",)] * 3, None, [None, None], None),
+        (("n1", "n2"), [FOUR] * 2, None, [None], None),
+        (("n1",) * 3, [None] * 3, None, [None, None], None),
+        (("n1",) * 3, [()] * 3, None, [None, None], None),
+        (("n1",) * 3, [], None, [None, None], None),  # not known (no facts)
     ],
 )
-def test_a_nodes_gpus_are_shared_out_among_its_workers(hosts, gpus, layout, expected):
+def test_a_nodes_gpus_are_shared_out_among_its_workers(hosts, gpus, layout, expected, uneven):
     """Slurm's --gpus-per-node gives every task all of the node's GPUs, and every
     worker ran on the first; as dask-cuda does, each worker gets its own share."""
     plan = plan_for(hosts=hosts, gpus=gpus, options=Options(layout=layout))
@@ -286,6 +305,7 @@ def test_a_nodes_gpus_are_shared_out_among_its_workers(hosts, gpus, layout, expe
     assert [r.get("gpus") for r in data["ranks"] if "worker" in r["roles"]] == [
         list(g) if g else None for g in expected
     ]
+    assert plan.notes == ((uneven,) if uneven else ())
 
 
 def test_interface_must_exist_on_every_host():
