@@ -276,6 +276,8 @@ def memory_cgroup():
 GRAB = """
 from distributed import KilledWorker, get_client
 client = get_client()
+score = lambda: int(open("/proc/self/oom_score_adj").read())
+print("SCORES", sorted(client.run(score).values()), score(), flush=True)
 try:
     client.submit(lambda n: len(b"\\x01" * n), 2_000_000_000).result()
 except KilledWorker as err:
@@ -290,7 +292,9 @@ def test_in_a_memory_cgroup_workers_are_sized_from_it_and_an_oom_kill_is_named(
     """Slurm confines a job's memory with a cgroup: the derived limits divide it (read
     from the cgroup, not the node's RAM); a --memory-limit over it is named at the start,
     and the kernel's out-of-memory kill of a worker process, which distributed logs only
-    as a hidden warning, is said in one line and the worker comes back."""
+    as a hidden warning, is said in one line and the worker comes back, the ranks spared
+    (the kernel's next kill, before the killed worker's memory was given back, took
+    rank 0 in 1 run of 10 under load)."""
     limit, inside = memory_cgroup
     planned = run([*inside, *launcher_cmd("--plan")], timeout=60)
     assert planned.returncode == 0, planned
@@ -306,7 +310,9 @@ def test_in_a_memory_cgroup_workers_are_sized_from_it_and_an_oom_kill_is_named(
     ), result
     assert "the job may use 1.50 GiB there" in result.stderr, result
     said = "its worker process was killed (SIGKILL: on a compute node most often the kernel's"
-    assert result.stderr.count(said) == 1, result
+    assert said in result.stderr, result
+    # Worker processes go first; a rank taken by a second kill ended the job (exit 9).
+    assert "SCORES [500, 500, 500] 0" in result.stdout, result
 
 
 SLEEPY = """
