@@ -57,35 +57,28 @@ def test_a_signal_anywhere_ends_the_job(script, tmp_path, signum, target):
     assert "AllExit" not in result.stderr and "CommClosedError" not in result.stderr
 
 
-def test_a_signal_ends_the_job_while_it_waits_for_the_scripts_threads(script):
-    # As python would, the job waits for a thread the script left running, and says so
-    # after a few seconds; the walltime warning still ends it.
+@pytest.mark.parametrize(
+    ("started", "waited"),
+    [
+        ("threading.Thread(target=time.sleep, args=(120,))", "threads 'Thread-1 (sleep)'"),
+        (
+            "multiprocessing.Process(target=time.sleep, args=(120,), name='crunch')",
+            "processes 'crunch'",
+        ),
+    ],
+)
+def test_a_signal_ends_the_job_while_it_waits_for_what_the_script_left(script, started, waited):
+    # As python would, the job waits for a thread or process the script left running,
+    # and says so after a few seconds; the walltime warning still ends it.
     path = script(
-        "import threading, time\n"
-        "threading.Thread(target=time.sleep, args=(120,)).start()\n"
+        "import multiprocessing, threading, time\n"
+        f"{started}.start()\n"
         "print('MAIN DONE', flush=True)\n"
     )
     job = start(launcher_cmd(str(path)))
     job.wait_for_line("MAIN DONE")
     notice = job.wait_for_line("launcher: your script has ended", timeout=30, stream="stderr")
-    assert "waits for its threads 'Thread-1 (sleep)' to end" in notice, notice
-    os.kill(job.proc.pid, signal.SIGUSR1)
-    result = job.finish(timeout=15)
-    assert result.returncode == 128 + signal.SIGUSR1 and not result.leftovers, result
-    assert "launcher: interrupted, exit 138" in result.stderr, result
-
-
-def test_a_signal_ends_the_job_while_it_waits_for_the_scripts_processes(script):
-    # The same for a process the script started and left running.
-    path = script(
-        "import multiprocessing, time\n"
-        "multiprocessing.Process(target=time.sleep, args=(120,), name='crunch').start()\n"
-        "print('MAIN DONE', flush=True)\n"
-    )
-    job = start(launcher_cmd(str(path)))
-    job.wait_for_line("MAIN DONE")
-    notice = job.wait_for_line("launcher: your script has ended", timeout=30, stream="stderr")
-    assert "waits for its processes 'crunch' to end" in notice, notice
+    assert f"waits for its {waited} to end" in notice, notice
     os.kill(job.proc.pid, signal.SIGUSR1)
     result = job.finish(timeout=15)
     assert result.returncode == 128 + signal.SIGUSR1 and not result.leftovers, result
