@@ -186,7 +186,7 @@ def run_target(target: Target) -> tuple[int, dict[str, Any]]:
         # kept the job until its walltime.
         before_threads_join.insert(0, (shut_down_process_pools, (), {}))
         waited = _run_exit_functions(before_threads_join) or _exit_status_of(
-            lambda: _join(_threads_started_since(threads))
+            lambda: _join_threads(_threads_started_since(threads))
         )
     status = _run_exit_functions(at_exit) or waited or status
     status = _exit_status_of(lambda: _join_processes(_processes_left(finalizers))) or status
@@ -224,11 +224,7 @@ def finalize(namespace: dict[str, Any], timeout: float) -> None:
             timeout,
             _innermost_call(freeing),
         )
-    daemons = [
-        process
-        for process in multiprocessing.active_children()
-        if process.daemon and process.name != WORKER_PROCESS_NAME
-    ]
+    daemons = [process for process in _script_processes() if process.daemon]
     for process in daemons:  # all at once, then waited for, as Python's exit does
         process.terminate()
     deadline = time.monotonic() + 1
@@ -323,7 +319,7 @@ def _threads_started_since(before: set[threading.Thread]) -> list[threading.Thre
     ]
 
 
-def _join(threads: list[threading.Thread]) -> None:
+def _join_threads(threads: list[threading.Thread]) -> None:
     """Join the threads the script left running, as Python does before it exits.
 
     One that never ends (a monitoring loop) keeps the job until its walltime, as it
@@ -368,11 +364,13 @@ def _processes_left(before: set[tuple[Any, ...]]) -> list[BaseProcess]:
         callback = getattr(finalizer, "_callback", None)
         if finalizer and getattr(callback, "__qualname__", None) in _FINALIZED_AT_EXIT:
             finalizer()
-    return [
-        process
-        for process in multiprocessing.active_children()
-        if not process.daemon and process.name != WORKER_PROCESS_NAME
-    ]
+    return [process for process in _script_processes() if not process.daemon]
+
+
+def _script_processes() -> list[BaseProcess]:
+    """This process's multiprocessing children but the nanny's worker process (one
+    process: the nanny shares the script's process and ends its worker itself)."""
+    return [p for p in multiprocessing.active_children() if p.name != WORKER_PROCESS_NAME]
 
 
 def _join_processes(processes: list[BaseProcess]) -> None:
