@@ -144,6 +144,7 @@ VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "startup-timeout": seconds,
     "shutdown-timeout": seconds,
     "interrupt-grace": seconds,
+    "paused-timeout": seconds,
 }
 
 

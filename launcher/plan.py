@@ -63,6 +63,7 @@ class Plan:
     startup_timeout: float
     shutdown_timeout: float
     interrupt_grace: float
+    paused_timeout: float
     run_directory: str
     target: Target
     summary_path: str | None
@@ -104,6 +105,7 @@ class Plan:
             "startup_timeout": self.startup_timeout,
             "shutdown_timeout": self.shutdown_timeout,
             "interrupt_grace": self.interrupt_grace,
+            "paused_timeout": self.paused_timeout,
             "progress_interval": self.progress_interval,
             "login_host": self.login_host,
         }
@@ -238,6 +240,36 @@ def _memory_rule(inputs: PlanInputs, alloc: Allocation | None):
         return inputs.facts.get(host, any_facts).memory_bytes // ranks_on[host]
 
     return node_share, "node memory / ranks on the node (no Slurm memory request)"
+
+
+#: Less cannot hold a Dask worker: its process takes about 60 MiB before any task
+#: (measured with distributed 2026.11), and distributed pauses it at 80% of its limit.
+MIN_WORKER_MEMORY = 128 * MIB
+
+
+def _check_worker_memory(inputs: PlanInputs, ranks: list[RankPlan], source: str) -> None:
+    """A limit too small for a worker stops the job before it starts.
+
+    Dask takes ``--memory-limit 4`` as 4 bytes: its workers were restarted over and
+    over for memory and every task failed with KilledWorker; at 68 MiB they paused at
+    their start and the job waited for its walltime. A limit derived from a Slurm
+    request (``--mem-per-cpu=100M``) or from many ranks on a small machine does the
+    same."""
+    smallest = min((r.memory_limit for r in ranks if r.is_worker and r.memory_limit), default=None)
+    if smallest is None or smallest >= MIN_WORKER_MEMORY:
+        return
+    chosen = inputs.options.memory_limit, inputs.settings["memory-limit"].value
+    how = (
+        "give a size with its unit, such as 4GiB"
+        if any(value is not None for value in chosen)
+        else "ask Slurm for more memory per task (--mem-per-cpu, --mem), or start fewer "
+        "tasks per node"
+    )
+    raise PlanError(
+        f"workers would get {format_bytes(smallest)} of memory each ({source}), less than "
+        f"the {format_bytes(MIN_WORKER_MEMORY)} a Dask worker needs (its process takes "
+        f"about 60 MiB before any task, and Dask pauses it at 80% of its limit): {how}"
+    )
 
 
 def _memory_notes(inputs: PlanInputs, ranks: list[RankPlan], source: str) -> tuple[str, ...]:
@@ -447,6 +479,10 @@ def make_plan(inputs: PlanInputs) -> Plan:
         settings["interrupt-grace"].value,
         settings["interrupt-grace"].source,
     )
+    paused_timeout, sources["paused_timeout"] = (
+        settings["paused-timeout"].value,
+        settings["paused-timeout"].source,
+    )
 
     progress, progress_source = _pick(opts.progress, "--no-progress", settings["progress"])
     interval, interval_source = _pick(
@@ -476,6 +512,7 @@ def make_plan(inputs: PlanInputs) -> Plan:
         else:
             ranks.append(RankPlan(rank, host, rank_roles))
 
+    _check_worker_memory(inputs, ranks, sources["memory_limit"])
     worker_hosts = [r.host for r in ranks if r.is_worker]
     return Plan(
         mpi_size=size,
@@ -491,6 +528,7 @@ def make_plan(inputs: PlanInputs) -> Plan:
         startup_timeout=startup_timeout,
         shutdown_timeout=shutdown_timeout,
         interrupt_grace=interrupt_grace,
+        paused_timeout=paused_timeout,
         run_directory=run_directory,
         target=opts.target,
         summary_path=opts.summary,

@@ -169,6 +169,7 @@ class JobScheduler(Scheduler):
         self.job_over = False
         self.handlers["launcher_job_over"] = self.launcher_job_over
         self.handlers["launcher_stdin"] = StdinSource().read
+        self.handlers["launcher_may_restart_paused"] = self.launcher_may_restart_paused
         self.periodic_callbacks["launcher-unrunnable"] = PeriodicCallback(
             self.fail_what_no_worker_can_run, 500
         )
@@ -208,6 +209,32 @@ class JobScheduler(Scheduler):
 
     def launcher_job_over(self) -> None:
         self.job_over = True
+
+    def launcher_may_restart_paused(self, worker: str) -> bool:
+        """Whether a worker paused for memory Dask cannot free may restart now
+        (``LauncherWorker._check_paused``), its queued tasks handed back first.
+
+        Restarting, it hands its data to a running worker (``Worker.close_gracefully``).
+        Where none runs, as when every worker leaks alike, its data is lost and its
+        tasks run again: one worker at a time, the one holding the least, and only
+        while every worker of the job is registered (none is restarting), so that the
+        rest can hand theirs to it once it is back. The tasks waiting in its queue go
+        back to the scheduler as not run there: closing with them, it would count them
+        as suspects, as for a crash, and a task on such workers four times failed with
+        KilledWorker though none had run it."""
+        ws = self.workers.get(worker)
+        if ws is None or self.job_over:
+            return False
+        others = [w for w in self.workers.values() if w is not ws]
+        if not any(w.status == Status.running for w in others):
+            paused = [w for w in self.workers.values() if w.status == Status.paused]
+            least = min(paused, key=lambda w: (w.nbytes, w.address), default=None)
+            if len(self.workers) < self.expected_workers or least is not ws:
+                return False
+        stimulus_id = f"launcher-restart-paused-{time.time()}"
+        for ts in list(ws.processing):
+            self._reschedule(ts.key, worker, stimulus_id=stimulus_id)
+        return True
 
     async def remove_worker(  # type: ignore[override]
         self, address: str, *, stimulus_id: str, expected: bool = False, close: bool = True

@@ -61,6 +61,7 @@ def worker_options(
         "lost": lost,
         # Without it a worker that cannot reach the scheduler retries forever.
         "death_timeout": plan.startup_timeout,
+        "paused_timeout": plan.paused_timeout,
     }
 
 

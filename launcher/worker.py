@@ -41,6 +41,8 @@ log = logging.getLogger("launcher")
 
 #: How soon a worker notices the job's end.
 STOP_POLL_SECONDS = 0.01
+#: How often a worker looks whether it is paused for memory Dask cannot free.
+PAUSED_CHECK_SECONDS = 1
 ENDED = ("closing", "closing_gracefully", "closed", "failed")
 
 
@@ -119,11 +121,20 @@ class LauncherWorker(Worker):
 
     _beat: asyncio.Future | None = None
     _executing = 0  # tasks running now
+    _memory_at_start = 0  # outside Dask's data, once registered
+    _stuck_since: float | None = None  # paused by memory Dask cannot free, since when
+    _leaving: asyncio.Future | None = None
+    _close_begun = False
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, paused_timeout: float, **kwargs) -> None:
         print_as_it_goes()  # what tasks print reaches the log as they run
         worker_prints_once()  # and once, with get_client() in a task
         super().__init__(*args, **kwargs)
+        self._paused_timeout = paused_timeout
+        if self.memory_manager.memory_limit and self.memory_manager.memory_pause_fraction:
+            self.periodic_callbacks["launcher-paused"] = PeriodicCallback(
+                self._check_paused, PAUSED_CHECK_SECONDS * 1000
+            )
 
     async def execute(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         with self._running_task():
@@ -155,6 +166,98 @@ class LauncherWorker(Worker):
             return
         super().trigger_profile()
 
+    def _memory_dask_cannot_free(self) -> int:
+        """The process's memory beyond the data Dask holds in it: what spilling every
+        key to disk would leave (memory the tasks' libraries or a leak kept)."""
+        spilled = getattr(self.data, "spilled_total", None)  # None: spilling disabled
+        managed = self.state.nbytes - (spilled.memory if spilled is not None else 0)
+        return self.monitor.get_process_memory() - managed
+
+    async def start_unsafe(self):  # type: ignore[no-untyped-def]
+        started = await super().start_unsafe()
+        self._memory_at_start = self._memory_dask_cannot_free()  # before any task
+        return started
+
+    def _check_paused(self) -> None:
+        """Restart a worker that stays paused for memory Dask cannot free, or let it
+        leave the job where a restart cannot help.
+
+        distributed pauses a worker whose process memory is over its pause fraction
+        (80%) until spilling brings it down. Memory outside Dask's data (a library's
+        cache, a leak in the tasks) is not spilled, so such a worker stays paused for
+        good, and once all are, the job waits for its walltime: measured with a task
+        that kept 40 MB in a module, 2 workers paused with 19 of 40 tasks done and the
+        job sat there until killed (distributed #3761; restarting paused workers is
+        distributed #5999, open). After ``paused-timeout`` seconds like that, running
+        no task, the worker closes gracefully and its nanny starts a fresh process, as
+        at the end of a worker's ``lifetime`` (when, JobScheduler says). A worker whose
+        process was over the pause fraction before any task would pause again at once,
+        and one without a nanny cannot be restarted: those leave the job, which goes on
+        with the others and fails, saying why, once none is left."""
+        memory = self.memory_manager
+        assert memory.memory_limit and memory.memory_pause_fraction
+        pause_at = memory.memory_pause_fraction * memory.memory_limit
+        outside = self._memory_dask_cannot_free()
+        if self.status.name != "paused" or self._executing or outside <= pause_at:
+            self._stuck_since = None
+            return
+        now = time.monotonic()
+        if self._stuck_since is None:
+            self._stuck_since = now
+        if now - self._stuck_since < self._paused_timeout or self._leaving is not None:
+            return
+        stuck = (
+            f"paused for memory for {now - self._stuck_since:.0f} s with nothing Dask "
+            f"can spill: its process holds {format_bytes(outside)} of its "
+            f"{format_bytes(memory.memory_limit)} limit outside Dask's data, over the "
+            f"{memory.memory_pause_fraction:.0%} at which Dask pauses it"
+        )
+        more = "give workers more memory (--mem-per-cpu, --cpus-per-task, --memory-limit)"
+        if self.nanny is None:
+            why = f"{stuck}; without a nanny it cannot be restarted: {more}"
+        elif self._memory_at_start > pause_at:
+            why = (
+                f"{stuck}; a new process would pause too, as this one held "
+                f"{format_bytes(self._memory_at_start)} before any task: {more}"
+            )
+        else:
+            why = f"{stuck} (memory its tasks or their libraries kept); its worker process "
+            why += f"is restarted: {more}, or find what holds it"
+            self._leaving = asyncio.ensure_future(self._restart(why))
+            return
+        self._leaving = asyncio.ensure_future(self._close_handing_over(False, why))
+
+    async def _restart(self, why: str) -> None:
+        try:
+            may = await self.scheduler.launcher_may_restart_paused(worker=self.address)
+        except OSError:  # the scheduler is going: so is the job
+            may = False
+        if not may:
+            self._leaving = None  # asked again at the next check
+            return
+        log.warning("worker rank %s on %s: %s", self.name, socket.gethostname(), why)
+        reason = "launcher: restarted, paused for memory Dask cannot free"
+        await self._close_handing_over(True, reason)
+
+    async def _close_handing_over(self, restart: bool, reason: str) -> None:
+        """distributed's ``close_gracefully``: the scheduler moves this worker's data to
+        the others and takes it out of the cluster, then it closes (and its nanny,
+        unless ``restart``). Before closing, it waits for the scheduler's word that it
+        is closing gracefully, which distributed's does not: arriving after the close
+        had begun, it logged an ERROR "Invalid Worker.status transition"."""
+        retired = {}
+        with contextlib.suppress(OSError):  # the scheduler is going: close all the same
+            retired = await self.scheduler.retire_workers(
+                workers=[self.address],
+                close_workers=False,
+                remove=True,
+                stimulus_id=f"launcher-paused-{time.time()}",
+            )
+        deadline = time.monotonic() + 1
+        while retired and self.status.name != "closing_gracefully" and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await self.close(nanny=not restart, reason=reason)
+
     async def handle_scheduler(self, comm):  # type: ignore[no-untyped-def]
         """distributed's, with the error as the close reason. A task this worker cannot
         unpickle (from a module the client imports and the worker cannot: distributed
@@ -174,6 +277,15 @@ class LauncherWorker(Worker):
         await self._beat
 
     async def close(self, *args, **kwargs):  # type: ignore[override]
+        if self._close_begun:
+            # The first close waits for the heartbeat below, and distributed's sets
+            # "closing" only after it: a second close meanwhile (the scheduler's stream
+            # ending under close_gracefully(restart=True), which closes with nanny=True)
+            # went on as if first, and told the nanny to close instead of restarting.
+            # As distributed's own, the first caller's close stands.
+            await self.finished()
+            return None
+        self._close_begun = True
         if self.status.name not in ("closing", "closed", "failed"):
             self.periodic_callbacks["heartbeat"].stop()
             if self._beat is not None and not self._beat.done():

@@ -231,6 +231,69 @@ def test_a_task_over_the_memory_limit_restarts_its_worker_not_the_job(script):
     assert result.stderr.count(said) == 2, result  # allowed-failures 1: two workers
 
 
+LEAKY = """
+import builtins, time
+from distributed import get_client
+client = get_client()
+
+def leaky(i):
+    # Memory a library keeps between tasks (a cache, a leak): Dask cannot spill it.
+    builtins.__dict__.setdefault("kept", []).append(bytearray(100_000_000))
+    time.sleep(0.3)  # the memory monitor pauses the worker before its next task
+    return i
+
+print("RESULT", sum(client.gather(client.map(leaky, range(8)))), flush=True)
+"""
+
+#: A worker paused for memory Dask cannot free is restarted or leaves this soon.
+PAUSED_TIMEOUT = {"DASK_LAUNCHER__PAUSED_TIMEOUT": "2"}
+
+
+def test_a_worker_paused_for_memory_dask_cannot_free_is_restarted(script):
+    """Each task keeps 100 MB outside Dask's data, so each worker (400 MiB) pauses after
+    three, short of the 8 tasks; distributed would keep them paused for good and the
+    job would wait for its walltime (distributed #3761). Restarted, they finish them,
+    and no task is blamed (KilledWorker) for restarts it did not cause."""
+    cmd = launcher_cmd("--memory-limit", "400MiB", "--no-progress", str(script(LEAKY)), n=3)
+    result = run(cmd, env=PAUSED_TIMEOUT, timeout=90)
+    assert_clean(result)
+    assert "RESULT 28" in result.stdout
+    said = re.findall(
+        r"launcher: worker rank \d on \S+: paused for memory for \d+ s with nothing Dask "
+        r"can spill: its process holds [\d.]+ MiB of its 400.00 MiB limit outside Dask's "
+        r"data, over the 80% at which Dask pauses it \(memory its tasks or their libraries "
+        r"kept\); its worker process is restarted: give workers more memory",
+        result.stderr,
+    )
+    assert said, result
+    assert "KilledWorker" not in result.output, result
+
+
+@pytest.mark.parametrize(
+    "flags, env, why",
+    [
+        (["--no-nanny"], {}, "; without a nanny it cannot be restarted: give workers more"),
+        # The worker process alone (about 60 MiB) is over the pause fraction of 200 MiB.
+        ([], {"DASK_DISTRIBUTED__WORKER__MEMORY__PAUSE": "0.2"}, "; a new process would pause too"),
+    ],
+)
+def test_a_worker_a_restart_cannot_unpause_leaves_the_job_saying_why(script, flags, env, why):
+    """Without a nanny a worker cannot restart, and one paused before its first task
+    would pause again at once: they leave the job, which ends once none is left,
+    instead of waiting for its walltime."""
+    cmd = launcher_cmd("--memory-limit", "200MiB", *flags, "--no-progress", str(script(LEAKY)), n=3)
+    result = run(cmd, env={**PAUSED_TIMEOUT, **env}, timeout=90)
+    assert_clean(result, code=1)
+    left = re.findall(
+        rf"launcher: worker rank (\d) on \S+ closed its worker: paused for memory for \d+ s "
+        rf"with nothing Dask can spill: its process holds [\d.]+ MiB of its 200.00 MiB "
+        rf"limit outside Dask's data, over the \d+% at which Dask pauses it{re.escape(why)}",
+        result.stderr,
+    )
+    assert sorted(left) == ["1", "2"], result
+    assert "ClusterLost" in result.stderr, result
+
+
 CGROUPS = Path("/sys/fs/cgroup")
 
 

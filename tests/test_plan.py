@@ -232,6 +232,51 @@ def test_memory_limits_over_what_the_job_may_use_on_a_node_are_noted(options, se
     assert plan.notes == ((expected,) if noted else ())
 
 
+@pytest.mark.parametrize(
+    "env, options, settings, host_facts, said",
+    [
+        ({}, Options(memory_limit=4), defaults(), None, r"4 B .*\(flag --memory-limit\).*4GiB"),
+        (
+            {},
+            Options(),
+            defaults(memory_limit=68 * MIB),
+            None,
+            r"68.00 MiB .*\(config /etc/dask/site\.yaml\).*such as 4GiB",
+        ),
+        (
+            {"SLURM_JOB_ID": "5", "SLURM_MEM_PER_CPU": "100"},
+            Options(),
+            defaults(),
+            None,
+            r"100.00 MiB .*SLURM_MEM_PER_CPU.*ask Slurm for more memory per task",
+        ),
+        ({}, Options(), defaults(), {"n1": facts(memory=GIB)}, r"102.40 MiB .*node memory"),
+    ],
+)
+def test_a_memory_limit_too_small_for_a_worker_stops_the_job(
+    env, options, settings, host_facts, said
+):
+    """Dask reads --memory-limit 4 as 4 bytes: every task failed with KilledWorker as
+    the nannies restarted their workers over and over; at 68 MiB the workers paused at
+    their start and the job waited for its walltime."""
+    hosts = ("n1",) * (4 if host_facts is None else 10)  # 10 ranks on a 1-GiB machine
+    with pytest.raises(PlanError, match=rf"^workers would get {said}"):
+        plan_for(env=env, hosts=hosts, host_facts=host_facts, options=options, settings=settings)
+
+
+def test_the_smallest_memory_limit_a_worker_can_run_with_passes():
+    plan = plan_for(options=Options(memory_limit=128 * MIB))
+    assert {w.memory_limit for w in plan.workers} == {128 * MIB}
+
+
+def test_paused_timeout_comes_from_the_config_with_its_source():
+    assert (plan_for().paused_timeout, plan_for().sources["paused_timeout"]) == (30, "default")
+    plan = plan_for(settings=defaults(paused_timeout=5))
+    assert plan.paused_timeout == 5
+    setting = json.loads(plan.to_json())["settings"]["paused_timeout"]
+    assert setting == {"value": 5, "source": "config /etc/dask/site.yaml"}
+
+
 @pytest.mark.parametrize("variable", ["SLURM_GPUS_PER_TASK", "SLURM_GPU_BIND"])
 def test_gpus_slurm_bound_to_tasks_are_left_as_they_are(variable):
     # With devices constrained per task, each task's own GPUs may all be called "0,1".
