@@ -21,6 +21,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import threading
@@ -103,6 +104,14 @@ class _StopListening:
         raise NotImplementedError
 
 
+def _file_system_of(path: str) -> str:
+    """The mount point of the file system that holds ``path``."""
+    path = os.path.realpath(path)
+    while not os.path.ismount(path):
+        path = os.path.dirname(path)
+    return path
+
+
 class LauncherWorker(Worker):
     """The launcher's Dask worker, in the rank (``--no-nanny``) or in a nanny's process.
 
@@ -122,7 +131,11 @@ class LauncherWorker(Worker):
     _beat: asyncio.Future | None = None
     _executing = 0  # tasks running now
     _memory_at_start = 0  # outside Dask's data, once registered
-    _stuck_since: float | None = None  # paused by memory Dask cannot free, since when
+    # Paused for good ("outside" its data, data "unspillable") or not (None), since
+    # when, and with how much spilled then (spilling more is progress).
+    _stuck_cause: str | None = None
+    _stuck_since = 0.0
+    _stuck_on_disk = 0
     _leaving: asyncio.Future | None = None
     _close_begun = False
 
@@ -183,36 +196,64 @@ class LauncherWorker(Worker):
         leave the job where a restart cannot help.
 
         distributed pauses a worker whose process memory is over its pause fraction
-        (80%) until spilling brings it down. Memory outside Dask's data (a library's
-        cache, a leak in the tasks) is not spilled, so such a worker stays paused for
-        good, and once all are, the job waits for its walltime: measured with a task
-        that kept 40 MB in a module, 2 workers paused with 19 of 40 tasks done and the
-        job sat there until killed (distributed #3761; restarting paused workers is
-        distributed #5999, open). After ``paused-timeout`` seconds like that, running
-        no task, the worker closes gracefully and its nanny starts a fresh process, as
-        at the end of a worker's ``lifetime`` (when, JobScheduler says). A worker whose
-        process was over the pause fraction before any task would pause again at once,
-        and one without a nanny cannot be restarted: those leave the job, which goes on
-        with the others and fails, saying why, once none is left."""
+        (80%) until spilling brings it down, and two things keep it paused for good:
+        memory outside Dask's data (a library's cache, a leak in the tasks), which is
+        not spilled, and data that cannot be spilled (its spill directory's disk is
+        full, a value does not pickle). Once all workers are paused, or the tasks that
+        need a paused worker's data wait for it, the job waits for its walltime:
+        measured with a task that kept 40 MB in a module (2 workers paused with 19 of
+        40 tasks done), and with a 64-MB scratch file system (16 arrays of 50 MB held,
+        the tasks that read them waiting, and an ERROR traceback about the full disk
+        every few seconds). distributed #3761; restarting paused workers is #5999, open.
+
+        After ``paused-timeout`` seconds like that, running no task (and, with data in
+        memory, spilling none of it), the worker closes gracefully, handing its data
+        to the others. Paused by memory outside its data, its nanny starts a fresh
+        process, as at the end of a worker's ``lifetime`` (when, JobScheduler says).
+        A worker without a nanny, one whose process was over the pause fraction before
+        any task (a new one would pause too), and one whose data cannot be spilled
+        leave the job instead, which goes on with the others and fails, saying why,
+        once none is left."""
         memory = self.memory_manager
         assert memory.memory_limit and memory.memory_pause_fraction
         pause_at = memory.memory_pause_fraction * memory.memory_limit
         outside = self._memory_dask_cannot_free()
-        if self.status.name != "paused" or self._executing or outside <= pause_at:
-            self._stuck_since = None
+        spilled = getattr(self.data, "spilled_total", None)  # None: spilling disabled
+        on_disk = spilled.disk if spilled is not None else 0
+        in_memory = len(getattr(self.data, "fast", ()))
+        if self.status.name != "paused" or self._executing:
+            cause = None
+        elif outside > pause_at:
+            cause = "outside"
+        elif in_memory and on_disk == self._stuck_on_disk:  # spilling made no progress
+            cause = "unspillable"
+        else:
+            cause = None
+        if cause != self._stuck_cause or on_disk != self._stuck_on_disk:
+            self._stuck_cause, self._stuck_on_disk = cause, on_disk
+            self._stuck_since = time.monotonic()
+        paused_for = time.monotonic() - self._stuck_since
+        if cause is None or paused_for < self._paused_timeout or self._leaving is not None:
             return
-        now = time.monotonic()
-        if self._stuck_since is None:
-            self._stuck_since = now
-        if now - self._stuck_since < self._paused_timeout or self._leaving is not None:
+        memory_flags = "more memory (--mem-per-cpu, --cpus-per-task, --memory-limit)"
+        more = f"give workers {memory_flags}"
+        if cause == "unspillable":
+            where = _file_system_of(self.local_directory)
+            why = (
+                f"paused for memory for {paused_for:.0f} s, holding the data of {in_memory} "
+                f"keys in memory that Dask could not spill to disk (its error above says "
+                f"why; {format_bytes(shutil.disk_usage(where).free)} free on {where}, where "
+                f"it spills): give it more scratch space (--local-directory on a larger "
+                f"file system, Saga's --gres=localscratch:SIZE) or {memory_flags}"
+            )
+            self._leaving = asyncio.ensure_future(self._close_handing_over(False, why))
             return
         stuck = (
-            f"paused for memory for {now - self._stuck_since:.0f} s with nothing Dask "
-            f"can spill: its process holds {format_bytes(outside)} of its "
+            f"paused for memory for {paused_for:.0f} s with nothing Dask can spill: its "
+            f"process holds {format_bytes(outside)} of its "
             f"{format_bytes(memory.memory_limit)} limit outside Dask's data, over the "
             f"{memory.memory_pause_fraction:.0%} at which Dask pauses it"
         )
-        more = "give workers more memory (--mem-per-cpu, --cpus-per-task, --memory-limit)"
         if self.nanny is None:
             why = f"{stuck}; without a nanny it cannot be restarted: {more}"
         elif self._memory_at_start > pause_at:

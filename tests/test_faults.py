@@ -294,6 +294,54 @@ def test_a_worker_a_restart_cannot_unpause_leaves_the_job_saying_why(script, fla
     assert "ClusterLost" in result.stderr, result
 
 
+FILL = """
+import numpy as np
+from distributed import get_client, wait
+client = get_client()
+# 24 arrays of 50 MB: more than two workers of 500 MiB hold below their pause
+# fraction (80%) with the 64 MB they can spill.
+wait([client.submit(np.full, 6_250_000, i, pure=False) for i in range(24)])
+print("HELD", flush=True)
+"""
+
+
+@pytest.fixture
+def small_scratch(tmp_path):
+    """A 64-MB file system for the workers' spill directories, as a node-local scratch
+    that fills up."""
+    where = tmp_path / "scratch"
+    where.mkdir()
+    mounted = run(["mount", "-t", "tmpfs", "-o", "size=64M", "tmpfs", str(where)], timeout=10)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        run(["umount", str(where)], timeout=10)
+
+
+def test_workers_that_cannot_spill_to_a_full_disk_leave_the_job_saying_why(script, small_scratch):
+    """Their spill directory full, the workers keep the data in memory and pause; they
+    stayed paused for good, and the job waited for its walltime (an ERROR traceback
+    about the full disk every few seconds in its log)."""
+    cmd = launcher_cmd(
+        "--memory-limit", "500MiB", "--local-directory", str(small_scratch),
+        "--no-progress", str(script(FILL)), n=3,
+    )  # fmt: skip
+    result = run(cmd, env=PAUSED_TIMEOUT, timeout=90)
+    assert_clean(result, code=1)
+    assert "HELD" not in result.stdout
+    left = re.findall(
+        r"launcher: worker rank (\d) on \S+ closed its worker: paused for memory for \d+ s, "
+        r"holding the data of \d+ keys in memory that Dask could not spill to disk \(its "
+        rf"error above says why; [\d.]+ [KMi]*B free on {re.escape(str(small_scratch))}, "
+        r"where it spills\): give it more scratch space",
+        result.stderr,
+    )
+    assert sorted(left) == ["1", "2"], result
+    assert "ClusterLost" in result.stderr, result
+
+
 CGROUPS = Path("/sys/fs/cgroup")
 
 
