@@ -126,6 +126,8 @@ class LauncherWorker(Worker):
     them (worker processes of an idle 8-rank job, here), CPU taken from busy processes
     wherever they share cores, as on a laptop or a node with more ranks than cores.
     While tasks run, the profile is sampled as before.
+
+    And it does not stay paused for memory for good (``_check_paused``).
     """
 
     _beat: asyncio.Future | None = None
