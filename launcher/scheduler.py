@@ -214,7 +214,7 @@ class JobScheduler(Scheduler):
         """Whether a worker paused for memory Dask cannot free may restart now
         (``LauncherWorker._check_paused``), its queued tasks handed back first.
 
-        Restarting, it hands its data to a running worker (``Worker.close_gracefully``).
+        Restarting, it hands its data to a running worker (``_close_handing_over``).
         Where none runs, as when every worker leaks alike, its data is lost and its
         tasks run again: one worker at a time, the one holding the least, and only
         while every worker of the job is registered (none is restarting), so that the
@@ -232,6 +232,8 @@ class JobScheduler(Scheduler):
             if len(self.workers) < self.expected_workers or least is not ws:
                 return False
         stimulus_id = f"launcher-restart-paused-{time.time()}"
+        # distributed's own way back for a task its worker gave up (a Reschedule, work
+        # stealing); private: Scheduler._reschedule.
         for ts in list(ws.processing):
             self._reschedule(ts.key, worker, stimulus_id=stimulus_id)
         return True
