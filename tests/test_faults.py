@@ -283,13 +283,19 @@ def test_a_worker_a_restart_cannot_unpause_leaves_the_job_saying_why(script, fla
     instead of waiting for its walltime."""
     cmd = launcher_cmd("--memory-limit", "200MiB", *flags, "--no-progress", str(script(LEAKY)), n=3)
     result = run(cmd, env={**PAUSED_TIMEOUT, **env}, timeout=90)
-    assert_clean(result, code=1)
-    left = re.findall(
-        rf"launcher: worker rank (\d) on \S+ closed its worker: paused for memory for \d+ s "
-        rf"with nothing Dask can spill: its process holds [\d.]+ MiB of its 200.00 MiB "
-        rf"limit outside Dask's data, over the \d+% at which Dask pauses it{re.escape(why)}",
-        result.stderr,
+    assert_both_workers_left(
+        result,
+        r"paused for memory for \d+ s with nothing Dask can spill: its process holds "
+        r"[\d.]+ MiB of its 200.00 MiB limit outside Dask's data, over the \d+% at which "
+        rf"Dask pauses it{re.escape(why)}",
     )
+
+
+def assert_both_workers_left(result, why: str) -> None:
+    """Both workers (ranks 1 and 2) left the job saying ``why`` (a pattern), and the job
+    failed once none was left."""
+    assert_clean(result, code=1)
+    left = re.findall(rf"launcher: worker rank (\d) on \S+ closed its worker: {why}", result.stderr)
     assert sorted(left) == ["1", "2"], result
     assert "ClusterLost" in result.stderr, result
 
@@ -329,17 +335,13 @@ def test_workers_that_cannot_spill_to_a_full_disk_leave_the_job_saying_why(scrip
         "--no-progress", str(script(FILL)), n=3,
     )  # fmt: skip
     result = run(cmd, env=PAUSED_TIMEOUT, timeout=90)
-    assert_clean(result, code=1)
     assert "HELD" not in result.stdout
-    left = re.findall(
-        r"launcher: worker rank (\d) on \S+ closed its worker: paused for memory for \d+ s, "
-        r"holding the data of \d+ keys in memory that Dask could not spill to disk \(its "
-        rf"error above says why; [\d.]+ [KMi]*B free on {re.escape(str(small_scratch))}, "
-        r"where it spills\): give it more scratch space",
-        result.stderr,
+    assert_both_workers_left(
+        result,
+        r"paused for memory for \d+ s, holding the data of \d+ keys in memory that Dask "
+        r"could not spill to disk \(its error above says why; [\d.]+ [KMi]*B free on "
+        rf"{re.escape(str(small_scratch))}, where it spills\): give it more scratch space",
     )
-    assert sorted(left) == ["1", "2"], result
-    assert "ClusterLost" in result.stderr, result
 
 
 CGROUPS = Path("/sys/fs/cgroup")
