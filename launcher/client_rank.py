@@ -361,13 +361,17 @@ class ClientRank:
         end_process(code)
 
     def _job_over_on_the_scheduler(self) -> None:
-        """The scheduler lets the workers and clients go without per-task work from
-        now on (``JobScheduler``): the results the user's code still holds are wanted
-        by nobody once it has ended."""
+        """The scheduler closes its plugins while the workers are still there, and lets
+        the workers and clients go without per-task work from now on
+        (``JobScheduler``): the results the user's code still holds are wanted by nobody
+        once it has ended."""
         if self.client is None or self.client.status != "running":
             return
         with contextlib.suppress(Exception):  # a scheduler that is gone: nothing to do
-            self.client.sync(self.client.scheduler.launcher_job_over, callback_timeout=2)
+            self.client.sync(
+                self.client.scheduler.launcher_job_over,
+                callback_timeout=self.plan.shutdown_timeout + 2,
+            )
 
     def _stop_ranks(self, ranks: list[int], code: int) -> list[int]:
         """Send STOP and wait for DONE; the ranks that did not answer in time."""

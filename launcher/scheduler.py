@@ -15,12 +15,13 @@ import logging
 import threading
 import time
 import warnings
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any
 
 from distributed import Scheduler
 from distributed.core import ErrorMessage, Status, error_message
+from distributed.diagnostics.plugin import SchedulerPlugin
 from distributed.protocol import pickle
 from tornado.ioloop import PeriodicCallback
 
@@ -85,6 +86,7 @@ class SchedulerService:
             # free port, so that --no-dashboard never competes for the dashboard's.
             scheduler = JobScheduler(
                 expected_workers=len(self.plan.workers),
+                shutdown_timeout=self.plan.shutdown_timeout,
                 interface=self.plan.interface,
                 port=0,
                 dashboard=False,
@@ -163,9 +165,12 @@ class JobScheduler(Scheduler):
     is over nobody asks for those results, so they are left as they are.
     """
 
-    def __init__(self, *args: Any, expected_workers: int, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, expected_workers: int, shutdown_timeout: float, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.expected_workers = expected_workers
+        self.shutdown_timeout = shutdown_timeout
         self.job_over = False
         self.handlers["launcher_job_over"] = self.launcher_job_over
         self.handlers["launcher_stdin"] = StdinSource().read
@@ -207,8 +212,35 @@ class JobScheduler(Scheduler):
             )
         self.transitions(recommendations, stimulus_id)
 
-    def launcher_job_over(self) -> None:
+    async def launcher_job_over(self) -> None:
+        """The user's code has ended: the workers go next (their ranks are told to),
+        then this scheduler.
+
+        distributed's ``Scheduler.close`` first runs its plugins' ``before_close`` and
+        ``close``, while its workers are still there, and plugins rely on that:
+        ``PipInstall``/``CondaInstall`` with ``restart_workers=True`` unregister their
+        plugin from every nanny, ``ClusterDump`` collects every worker's state. Run when
+        the launcher closed the scheduler, after its workers, those calls waited for
+        nannies that were gone (distributed retries a refused connection for its 30-s
+        connect timeout): the scheduler's rank passed the shutdown timeout, and a job
+        whose script had succeeded failed with MPI_Abort, its cluster dump empty. So they run
+        now, in distributed's order, bounded by the shutdown timeout, and leave the
+        scheduler, whose close then finds none to close."""
         self.job_over = True
+        plugins = dict(self.plugins)
+        waiting: set[str] = set()
+        closing = asyncio.ensure_future(_close_plugins(plugins, waiting))
+        await asyncio.wait([closing], timeout=self.shutdown_timeout)
+        if not closing.done():
+            closing.cancel()
+            log.warning(
+                "scheduler plugin(s) %s did not close within the shutdown timeout (%g s); "
+                "the job ends without waiting for them",
+                ", ".join(sorted(waiting)),
+                self.shutdown_timeout,
+            )
+        for name in plugins:
+            self.plugins.pop(name, None)
 
     def launcher_may_restart_paused(self, worker: str) -> bool:
         """Whether a worker paused for memory Dask cannot free may restart now
@@ -257,6 +289,25 @@ class JobScheduler(Scheduler):
             super().remove_client(client, stimulus_id)
         else:
             self.clients.pop(client, None)
+
+
+async def _close_plugins(plugins: Mapping[str, SchedulerPlugin], waiting: set[str]) -> None:
+    """What ``Scheduler.close`` does with its plugins; ``waiting`` holds the names of
+    those whose hook has not returned yet."""
+
+    async def call(name: str, hook: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await hook()
+        except Exception:  # as distributed does: the others still close
+            logging.getLogger("distributed.scheduler").exception(
+                "Plugin call failed during scheduler.close"
+            )
+        finally:
+            waiting.discard(name)
+
+    for hook in ("before_close", "close"):
+        waiting.update(plugins)
+        await asyncio.gather(*(call(name, getattr(p, hook)) for name, p in plugins.items()))
 
 
 class NoWorkerInThisJob(Exception):

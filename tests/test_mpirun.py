@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from distributed.cluster_dump import load_cluster_dump
 
 from tests.conftest import (
     MPIRUN,
@@ -785,6 +786,69 @@ print("STILL UP", Client().submit(sum, [3, 4]).result())
     assert_clean(result)
     assert "RESULT 3" in result.stdout and "STILL UP 7" in result.stdout, result
     assert not NOISE.search(result.output), result
+
+
+@pytest.mark.parametrize("layout", ["compact", "dedicated"])
+def test_scheduler_plugins_close_while_the_workers_are_there(script, tmp_path, layout):
+    # distributed closes its scheduler's plugins before its workers, and plugins count
+    # on it: closed after the workers (the launcher's order), the nanny plugin of
+    # PipInstall(restart_workers=True) was unregistered from nannies that were gone,
+    # 30 s of connection retries, and a job that had succeeded failed with MPI_Abort
+    # past the shutdown timeout; ClusterDump wrote an empty file.
+    dump = tmp_path / "dump.msgpack.gz"
+    path = script(
+        f"""
+from distributed import Client
+from distributed.diagnostics.cluster_dump import ClusterDump
+from distributed.diagnostics.plugin import InstallPlugin
+
+client = Client()
+client.register_plugin(InstallPlugin(lambda: None, restart_workers=True))
+client.register_plugin(ClusterDump(url={str(dump)!r}))
+print("RESULT", client.submit(sum, [1, 2]).result())
+"""
+    )
+    result = run(launcher_cmd("--layout", layout, str(path)), timeout=60)
+    assert_clean(result)
+    assert "RESULT 3" in result.stdout, result
+    assert "shutdown timeout" not in result.stderr, result
+    # the dump has every worker's state
+    workers = load_cluster_dump(str(dump))["workers"]
+    assert len(workers) == (3 if layout == "compact" else 2), (workers, result)
+
+
+def test_a_scheduler_plugin_that_fails_or_hangs_at_close_does_not_fail_the_job(script):
+    path = script(
+        """
+import asyncio
+from distributed import Client
+from distributed.diagnostics.plugin import SchedulerPlugin
+
+class Stuck(SchedulerPlugin):
+    name = "stuck-plugin"
+    async def close(self):
+        await asyncio.sleep(3600)
+
+class Failing(SchedulerPlugin):
+    name = "failing-plugin"
+    async def before_close(self):
+        raise RuntimeError("failing in before_close")
+
+client = Client()
+client.register_plugin(Stuck())
+client.register_plugin(Failing())
+print("RESULT", client.submit(sum, [1, 2]).result())
+"""
+    )
+    result = run(launcher_cmd(str(path)), timeout=60)
+    assert_clean(result)
+    assert "RESULT 3" in result.stdout, result
+    assert "RuntimeError: failing in before_close" in result.stderr, result
+    assert (
+        "launcher: scheduler plugin(s) stuck-plugin did not close within the shutdown "
+        "timeout (3 s); the job ends without waiting for them"
+    ) in result.stderr, result
+    assert "launcher: ok, exit 0" in result.stderr, result
 
 
 @pytest.mark.parametrize(
