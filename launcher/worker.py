@@ -474,6 +474,8 @@ class MPINanny(_StopListening, Nanny):
         worker_processes_leave_the_script_alone()
         super().__init__(*args, **kwargs)
         self._listen_for_stop(stop_check, ready, lost)
+        self._environ_at_start = dict(os.environ)
+        self._environ_passed: dict[str, str] = {}
 
     def close_gracefully(self, reason: str = "nanny-close-gracefully") -> None:
         """What a worker process closing on its own tells its nanny (which then does
@@ -492,12 +494,30 @@ class MPINanny(_StopListening, Nanny):
                 process.child_stop_q.put({"op": "stop", "reason": reason})
 
     async def instantiate(self):  # type: ignore[no-untyped-def]
+        self._pass_environ_changes()
         try:
             return await super().instantiate()
         finally:
             started = self.process.process if self.process is not None else None
             if started is not None and started.pid is not None:
                 self._worker_group = started.pid
+
+    def _pass_environ_changes(self) -> None:
+        """What this process put in ``os.environ`` since it started, for the next worker
+        process: there it was inherited, as distributed spawns that process from the
+        nanny, but the fork server the launcher starts it from has the environment of
+        the rank before the nanny (distributed's Nanny docstring warns of forkserver and
+        the environment). A ``NannyPlugin`` with ``restart = True`` that sets a
+        variable in its ``setup`` (or a nanny preload) set it for nothing. They go in
+        the nanny's ``env``, which the worker process applies as it starts, under what
+        was given there (``env=``, ``distributed.nanny.environ``, the ``Environ``
+        plugin), which wins over inherited variables in distributed too."""
+        for name, value in os.environ.items():
+            if self._environ_at_start.get(name) == value:
+                continue
+            given = self.env.get(name)
+            if given is None or given == self._environ_passed.get(name):
+                self.env[name] = self._environ_passed[name] = value
 
     def _end_what_its_tasks_started(self) -> None:
         """Once its worker process has ended, end the processes its tasks started.

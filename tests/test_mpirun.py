@@ -887,6 +887,39 @@ def test_functions_from_a_module_beside_the_script_run_on_the_workers(tmp_path, 
     assert f"RESULT 285 [{target!r}, 'x']" in result.stdout, result
 
 
+def test_what_a_nanny_plugin_sets_in_its_environment_reaches_the_restarted_workers(script):
+    # Workers started by distributed's nanny inherit its environment; the launcher's
+    # come from a fork server that had the rank's environment before the nanny, and a
+    # restart=True NannyPlugin's os.environ[...] = ... did not reach them.
+    path = script(
+        """
+import os
+from distributed import Client, NannyPlugin
+from distributed.diagnostics.plugin import Environ
+
+class SetVariables(NannyPlugin):
+    restart = True
+    def setup(self, nanny):
+        os.environ["LAUNCHER_TEST_FROM_NANNY"] = "nanny"
+        os.environ["LAUNCHER_TEST_BOTH"] = "nanny"
+
+def seen():
+    return os.environ.get("LAUNCHER_TEST_FROM_NANNY"), os.environ.get("LAUNCHER_TEST_BOTH")
+
+client = Client()
+before = client.run(seen)
+client.register_plugin(Environ({"LAUNCHER_TEST_BOTH": "environ"}))
+client.register_plugin(SetVariables())
+print("SEEN", sorted(before.values()), sorted(set(client.run(seen).values())))
+"""
+    )
+    result = run(launcher_cmd(str(path)), timeout=60)
+    assert_clean(result)
+    # as distributed ranks them: what the nanny was given (Environ) over what it has
+    nobody, expected = (None, None), ("nanny", "environ")
+    assert f"SEEN {[nobody] * 3} {[expected]}" in result.stdout, result
+
+
 SCRIPT_SETUP = """
 import os, sys
 sys.path.insert(0, "front")
