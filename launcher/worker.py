@@ -507,15 +507,16 @@ class MPINanny(_StopListening, Nanny):
                 self._worker_group = started.pid
 
     def _pass_environ_changes(self) -> None:
-        """What this process put in ``os.environ`` since it started, for the next worker
-        process: there it was inherited, as distributed spawns that process from the
-        nanny, but the fork server the launcher starts it from has the environment of
-        the rank before the nanny (distributed's Nanny docstring warns of forkserver and
-        the environment). A ``NannyPlugin`` with ``restart = True`` that sets a
-        variable in its ``setup`` (or a nanny preload) set it for nothing. They go in
-        the nanny's ``env``, which the worker process applies as it starts, under what
-        was given there (``env=``, ``distributed.nanny.environ``, the ``Environ``
-        plugin), which wins over inherited variables in distributed too."""
+        """Hand what this process has put in ``os.environ`` since the nanny started to
+        its next worker process. distributed spawns that process from the nanny, which
+        it inherits them from; the launcher forks it from a fork server that has the
+        rank's environment from before the nanny (distributed's Nanny docstring warns
+        of forkserver and the environment), so a ``NannyPlugin`` with ``restart =
+        True`` that set a variable in its ``setup``, or a nanny preload, set it for
+        nothing. They go in the nanny's ``env``, which the worker process applies as it
+        starts, under what was given there (``env=``, ``distributed.nanny.environ``,
+        the ``Environ`` plugin), which wins over inherited variables in distributed
+        too. A variable removed is not removed there."""
         for name, value in os.environ.items():
             if self._environ_at_start.get(name) == value:
                 continue
