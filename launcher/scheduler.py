@@ -223,9 +223,9 @@ class JobScheduler(Scheduler):
         the launcher closed the scheduler, after its workers, those calls waited for
         nannies that were gone (distributed retries a refused connection for its 30-s
         connect timeout): the scheduler's rank passed the shutdown timeout, and a job
-        whose script had succeeded failed with MPI_Abort, its cluster dump empty. So they run
-        now, in distributed's order, bounded by the shutdown timeout, and leave the
-        scheduler, whose close then finds none to close."""
+        whose script had succeeded failed with MPI_Abort, its cluster dump empty. So
+        they run now, in distributed's order, bounded by the shutdown timeout, and leave
+        the scheduler, whose close then finds none to close."""
         self.job_over = True
         plugins = dict(self.plugins)
         waiting: set[str] = set()
