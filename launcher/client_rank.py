@@ -37,6 +37,23 @@ from launcher.usercode import finalize, hard_exits_end_the_job, run_target
 
 log = logging.getLogger("launcher")
 
+#: What to do, after the reason the last worker closed for, where the reason alone does
+#: not say it.
+LOSS_HINTS = {
+    "ModuleNotFoundError": (
+        "; workers import from the job's Python environment, the script's directory, "
+        "PYTHONPATH and the directories the script adds to sys.path: install the module "
+        "there"
+    ),
+    # A dask-jobqueue worker's --lifetime, set in a Dask config kept from then: there
+    # it let a worker leave before its own job's walltime, for a new job to replace it.
+    "worker-lifetime-reached": (
+        "; distributed.worker.lifetime.duration in your Dask config ended them: in one "
+        "job no worker replaces them and the walltime ends them all, so drop the "
+        "setting (or set distributed.worker.lifetime.restart to true)"
+    ),
+}
+
 
 class ClusterError(RuntimeError):
     """The cluster could not start; the message is meant for the user as is."""
@@ -142,13 +159,7 @@ class ClientRank:
         if workers and len(lost) == len(workers):
             # None comes back: a nanny restarts its worker after a crash, but not one
             # that closed (distributed's close_gracefully), and tasks would wait forever.
-            hint = (
-                "; workers import from the job's Python environment, the script's "
-                "directory, PYTHONPATH and the directories the script adds to sys.path: "
-                "install the module there"
-                if "ModuleNotFoundError" in lost[-1]
-                else ""
-            )
+            hint = next((hint for cause, hint in LOSS_HINTS.items() if cause in lost[-1]), "")
             return f"no worker is left (the last: {lost[-1]}{hint})"
         return None
 

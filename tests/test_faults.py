@@ -119,6 +119,30 @@ def test_a_module_the_workers_cannot_import_ends_the_job_saying_so(script, flags
     assert result.seconds < 30, result
 
 
+def test_workers_ended_by_a_lifetime_from_dask_jobqueue_days_say_what_to_do(script):
+    # Kept in a Dask config from dask-jobqueue, where a worker left before its own
+    # job's walltime for another to replace it, a lifetime ends every worker of the job
+    # and none comes back: the job failed saying only "worker-lifetime-reached".
+    path = script(
+        "import time\n"
+        "from distributed import Client\n"
+        "client = Client()\n"
+        "time.sleep(30)\n"
+        "print('RESULT', client.submit(sum, [1, 2]).result())\n"
+    )
+    env = {"DASK_DISTRIBUTED__WORKER__LIFETIME__DURATION": "2s"}
+    result = run(launcher_cmd("--no-progress", str(path), n=3), env=env, timeout=60)
+    assert_clean(result, 1)
+    assert "RESULT" not in result.stdout
+    assert re.search(
+        r"launcher\.ClusterLost: no worker is left \(the last: worker rank \d on \S+ closed "
+        r"its worker: worker-lifetime-reached; distributed\.worker\.lifetime\.duration in "
+        r"your Dask config ended them: .* drop the setting \(or set "
+        r"distributed\.worker\.lifetime\.restart to true\)\)",
+        result.stderr,
+    ), result
+
+
 GIL_HOG = """
 import re, time
 from distributed import get_client
