@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any
 
+from dask.utils import format_time
 from distributed import Scheduler
 from distributed.core import ErrorMessage, Status, error_message
 from distributed.diagnostics.plugin import SchedulerPlugin
@@ -211,6 +212,23 @@ class JobScheduler(Scheduler):
                 )
             )
         self.transitions(recommendations, stimulus_id)
+
+    def check_idle(self) -> float | None:
+        """distributed's, saying it when it closes the scheduler. With
+        ``distributed.scheduler.idle-timeout`` set (in a Dask config kept from
+        interactive clusters), the scheduler closed after that long without work, and
+        the job ended in ClusterLost as if the scheduler's rank had been killed: the
+        reason was an INFO line that the job's log leaves out without -v."""
+        idle_since = super().check_idle()
+        if self.idle_timeout and idle_since and time.time() > idle_since + self.idle_timeout:
+            log.warning(
+                "the scheduler closes after %s without work, as "
+                "distributed.scheduler.idle-timeout in your Dask config says, and the job "
+                "ends with it: drop that setting where your script waits between "
+                "computations",
+                format_time(self.idle_timeout),
+            )
+        return idle_since
 
     async def launcher_job_over(self) -> None:
         """The user's code has ended: the workers go next (their ranks are told to),

@@ -143,6 +143,30 @@ def test_workers_ended_by_a_lifetime_from_dask_jobqueue_days_say_what_to_do(scri
     ), result
 
 
+def test_a_scheduler_closed_by_its_idle_timeout_says_so(script):
+    # An idle-timeout kept in a Dask config from interactive clusters closed the
+    # scheduler while the script worked on its own, and the job ended as if the
+    # scheduler's rank had been killed; the reason was an INFO line left out of the log.
+    path = script(
+        "import time\n"
+        "from distributed import Client\n"
+        "client = Client()\n"
+        "print('FIRST', client.submit(sum, [1, 2]).result(), flush=True)\n"
+        "time.sleep(20)\n"
+        "print('SECOND', client.submit(sum, [3, 4]).result())\n"
+    )
+    env = {"DASK_DISTRIBUTED__SCHEDULER__IDLE_TIMEOUT": "2s"}
+    result = run(launcher_cmd("--no-progress", str(path), n=3), env=env, timeout=60)
+    assert_clean(result, 1)
+    assert "FIRST 3" in result.stdout and "SECOND" not in result.stdout, result
+    assert (
+        "launcher: the scheduler closes after 2.00 s without work, as "
+        "distributed.scheduler.idle-timeout in your Dask config says, and the job ends "
+        "with it: drop that setting where your script waits between computations"
+    ) in result.stderr, result
+    assert "ClusterLost" in result.stderr, result
+
+
 GIL_HOG = """
 import re, time
 from distributed import get_client
