@@ -173,6 +173,7 @@ class JobScheduler(Scheduler):
         self.expected_workers = expected_workers
         self.shutdown_timeout = shutdown_timeout
         self.job_over = False
+        self._idle_close_said = False
         self.handlers["launcher_job_over"] = self.launcher_job_over
         self.handlers["launcher_stdin"] = StdinSource().read
         self.handlers["launcher_may_restart_paused"] = self.launcher_may_restart_paused
@@ -220,7 +221,9 @@ class JobScheduler(Scheduler):
         the job ended in ClusterLost as if the scheduler's rank had been killed: the
         reason was an INFO line that the job's log leaves out without -v."""
         idle_since = super().check_idle()
-        if self.idle_timeout and idle_since and time.time() > idle_since + self.idle_timeout:
+        over = self.idle_timeout and idle_since and time.time() > idle_since + self.idle_timeout
+        if over and not self._idle_close_said:
+            self._idle_close_said = True
             log.warning(
                 "the scheduler closes after %s without work, as "
                 "distributed.scheduler.idle-timeout in your Dask config says, and the job "
