@@ -156,6 +156,11 @@ def _pick(flag: Any, flag_name: str, setting: Setting) -> tuple[Any, str] | None
     return None
 
 
+def _configured(setting: Setting) -> tuple[Any, str]:
+    """A setting that has no flag: its value and source as configured."""
+    return setting.value, setting.source
+
+
 def _roles(size: int, layout: str) -> tuple[str, int, int, list[tuple[str, ...]]]:
     if size == 1:
         return "single-process", 0, 0, [("scheduler", "client", "worker")]
@@ -471,18 +476,9 @@ def make_plan(inputs: PlanInputs) -> Plan:
     startup_timeout, sources["startup_timeout"] = _pick(
         opts.startup_timeout, "--startup-timeout", settings["startup-timeout"]
     )
-    shutdown_timeout, sources["shutdown_timeout"] = (
-        settings["shutdown-timeout"].value,
-        settings["shutdown-timeout"].source,
-    )
-    interrupt_grace, sources["interrupt_grace"] = (
-        settings["interrupt-grace"].value,
-        settings["interrupt-grace"].source,
-    )
-    paused_timeout, sources["paused_timeout"] = (
-        settings["paused-timeout"].value,
-        settings["paused-timeout"].source,
-    )
+    shutdown_timeout, sources["shutdown_timeout"] = _configured(settings["shutdown-timeout"])
+    interrupt_grace, sources["interrupt_grace"] = _configured(settings["interrupt-grace"])
+    paused_timeout, sources["paused_timeout"] = _configured(settings["paused-timeout"])
 
     progress, progress_source = _pick(opts.progress, "--no-progress", settings["progress"])
     interval, interval_source = _pick(
