@@ -62,6 +62,7 @@ def python_signal_defaults() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+    signal.set_wakeup_fd(-1)  # the client rank's, which would take a child's Ctrl-C as its own
 
 
 def take_over_signals(handler: Callable[[int, object], None]) -> None:
@@ -140,9 +141,15 @@ class ClientWatch:
         self.ending = False  # the main thread is closing the job: no emergency needed
         self._to_raise: Interrupted | None = None
         self._done = threading.Event()
+        self._wakeup = -1  # the read end of Python's signal wakeup fd, from install()
+        self._unhandled: int | None = None  # a signal received, its handler not yet run
         self._watch = threading.Thread(target=self._watch, name="launcher-watch", daemon=True)
 
     def install(self) -> None:
+        self._wakeup, write_end = os.pipe()
+        os.set_blocking(self._wakeup, False)
+        os.set_blocking(write_end, False)
+        signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
         take_over_signals(self._on_signal)
         self._watch.start()
 
@@ -198,6 +205,28 @@ class ClientWatch:
             self._said.add(message)
         log.warning("%s", message)
 
+    def _held_signal(self) -> int | None:
+        """A signal of ours that the process received, whose handler has not run.
+
+        Python runs a handler in the main thread, between two bytecodes or when a
+        blocking call there returns EINTR. A signal that came after the script's last
+        bytecode before a blocking call (``print("BUSY"); time.sleep(120)``) and before
+        the call entered the kernel, or that the kernel gave to another thread, does
+        neither: the job ran on through the whole sleep (seen once in CI). Python's
+        wakeup fd tells this thread of every signal it received; one whose handler has
+        not begun the job's end by this thread's next poll is raised as a forwarded one
+        is, by a signal the main thread's call cannot miss."""
+        try:
+            received = os.read(self._wakeup, 64)
+        except BlockingIOError:
+            received = b""
+        unhandled = self._unhandled if self.cause is None else None
+        self._unhandled = next(
+            (s for s in received if s in SIGNALS and signal.getsignal(s) == self._on_signal),
+            None,
+        )
+        return unhandled
+
     def _overdue(self) -> None:
         if not self.ending:
             self.on_overdue()
@@ -216,6 +245,9 @@ class ClientWatch:
             if report is not None:
                 source, signum = report
                 self._raise_in_main_thread(Interrupted(signal_reason(signum, source), signum))
+            held = self._held_signal()
+            if held is not None:
+                self._raise_in_main_thread(Interrupted(signal_reason(held, self.comm.rank), held))
             failed = self.comm.poll(FAILED)
             if failed is not None:
                 self.report_failure(*failed)

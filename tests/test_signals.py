@@ -4,6 +4,7 @@ launcher.Interrupted, the summary says "interrupted", and nothing is left runnin
 same under Open MPI's and Intel MPI's mpirun, except that Open MPI's answers SIGTERM
 with SIGKILL soon after."""
 
+import ctypes
 import json
 import os
 import signal
@@ -293,6 +294,48 @@ def test_in_one_process_the_job_ends_in_time_while_a_task_runs(script, tmp_path,
     assert "MPI_Abort" not in result.output and "shutdown timeout" not in result.stderr, result
     data = json.loads(summary.read_text())
     assert data["status"] == status and data["shutdown_seconds"] < 3, data
+
+
+def test_a_signal_the_script_blocked_in_c_cannot_take_still_ends_the_job(script, tmp_path):
+    """Python runs a signal's handler in the main thread, between two bytecodes or when
+    a blocking call there returns EINTR. A SIGTERM that came after the script's print()
+    and before its time.sleep() entered the kernel was held through the whole sleep: the
+    job ran on (seen once in CI). Sent to another thread of the process, the signal is
+    held the same way, every time, which is how this test makes that state."""
+    summary = tmp_path / "summary.json"
+    path = script(ONE_PROCESS_BUSY.replace("END", "time.sleep(120)"))
+    job = start(launcher_cmd("--summary", str(summary), str(path), n=None))
+    job.wait_for_line("BUSY")
+    time.sleep(0.5)  # well inside the sleep
+    others = [int(t) for t in os.listdir(f"/proc/{job.proc.pid}/task") if int(t) != job.proc.pid]
+    assert others, "the launcher runs threads besides the main one"
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.tgkill(job.proc.pid, others[0], signal.SIGTERM) == 0, ctypes.get_errno()
+    result = job.finish(timeout=30)
+    assert result.returncode == 143 and not result.leftovers, result
+    assert "SIGTERM received on rank 0; ending the job" in result.stderr, result
+    assert json.loads(summary.read_text())["status"] == "interrupted"
+
+
+def test_a_ctrl_c_that_a_pool_worker_of_the_script_catches_is_its_own(script):
+    """The client rank's signal wakeup fd (above) was inherited by the processes it
+    forks; a pool worker's SIGINT, caught there, interrupted the script."""
+    path = script(
+        "import multiprocessing, os, signal, time\n"
+        "def catch(_):\n"
+        "    try:\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        time.sleep(5)\n"
+        "    except KeyboardInterrupt:\n"
+        "        return 'caught'\n"
+        "with multiprocessing.get_context('fork').Pool(2) as pool:\n"
+        "    print(pool.map(catch, range(2)), flush=True)\n"
+        "time.sleep(1)\n"
+        "print('STILL HERE')\n"
+    )
+    result = start(launcher_cmd(str(path), n=None)).finish(timeout=30)
+    assert result.returncode == 0 and not result.leftovers, result
+    assert "['caught', 'caught']\nSTILL HERE" in result.stdout, result
 
 
 def test_ctrl_c_interrupts_a_script_that_imports_dask_jobqueue(script, tmp_path):
