@@ -281,6 +281,8 @@ def _plan_or_reason(
     options: Options, settings: Any, facts: list, env: Mapping[str, str], size: int
 ) -> tuple[Any, Stop | None]:
     """Rank 0's half of planning: the plan, or why there is none."""
+    import dask.config
+
     from launcher.plan import PlanError, PlanInputs, make_plan
     from launcher.slurm import SlurmEnvError, read_allocation
     from launcher.usercode import check_target
@@ -312,6 +314,7 @@ def _plan_or_reason(
                 cwd=os.getcwd(),
                 mpi_size_source=source,
                 rank_gpus=gpus,
+                worker_resources=dask.config.get("distributed.worker.resources", None) or {},
             )
         )
     except (PlanError, SlurmEnvError) as err:

@@ -179,7 +179,7 @@ class ClientRank:
                 if problem is not None:
                     raise ClusterError(problem)
                 options = {
-                    **worker_options(plan, lambda: False, lambda: None, self.lost_worker),
+                    **worker_options(plan, self.me, lambda: False, lambda: None, self.lost_worker),
                     "nthreads": self.me.nthreads,
                     "memory_limit": self.me.memory_limit,
                     "local_directory": self.me.local_directory,

@@ -42,6 +42,8 @@ class RankPlan:
     local_directory: str | None = None
     #: The worker's CUDA_VISIBLE_DEVICES; None: the rank's environment as it is.
     gpus: tuple[str, ...] | None = None
+    #: The worker's Dask resources; None: distributed.worker.resources as configured.
+    resources: Mapping[str, float] | None = None
 
     @property
     def is_worker(self) -> bool:
@@ -97,6 +99,7 @@ class Plan:
             "memory_limit": memory.pop() if len(memory) == 1 else "per node, see ranks",
             "local_directory": self.run_directory,
             "gpus": "per worker, see ranks" if any(w.gpus for w in workers) else None,
+            "resources": "per worker, see ranks" if any(w.resources for w in workers) else None,
             "interface": self.interface,
             "dashboard": self.dashboard,
             "dashboard_address": self.dashboard_address,
@@ -145,6 +148,8 @@ class PlanInputs:
     mpi_size_source: str = "MPI"
     #: Each rank's visible GPUs (HostFacts.gpus), in rank order; empty: none known.
     rank_gpus: tuple[tuple[str, ...] | None, ...] = ()
+    #: distributed.worker.resources in the Dask config.
+    worker_resources: Mapping[str, float] = field(default_factory=dict)
 
 
 def _pick(flag: Any, flag_name: str, setting: Setting) -> tuple[Any, str] | None:
@@ -342,6 +347,33 @@ def _gpus_of_workers(
     return shared, "as each task sees them (env CUDA_VISIBLE_DEVICES, if set)"
 
 
+def _resources_of_workers(
+    inputs: PlanInputs, roles: list[tuple[str, ...]], gpus: Mapping[int, tuple[str, ...]]
+) -> tuple[dict[int, dict[str, float]], str]:
+    """Each worker's Dask resources, by rank, and their source.
+
+    dask-jobqueue users declare a GPU worker's ``--resources GPU=1`` themselves, and
+    their scripts ask for it (``client.submit(f, resources={"GPU": 1})``); in a job no
+    worker had it, and such a task failed at once (NoWorkerInThisJob). The plan knows
+    the GPUs each worker uses, so a worker with GPUs has as many of resource "GPU"; one
+    with none declares none, and what ``distributed.worker.resources`` declares wins.
+    Without GPUs nothing is set, and workers read that setting themselves."""
+    declared = dict(inputs.worker_resources)
+    config = "distributed.worker.resources in the Dask config"
+    by_rank: dict[int, dict[str, float]] = {}
+    for rank, rank_roles in enumerate(roles):
+        seen = inputs.rank_gpus[rank] if inputs.rank_gpus else None
+        if "worker" in rank_roles and (used := gpus.get(rank, seen)):
+            by_rank[rank] = {"GPU": len(used), **declared}
+    if not by_rank:
+        return {}, config if declared else "none declared"
+    workers = [r for r, rank_roles in enumerate(roles) if "worker" in rank_roles]
+    by_rank.update({rank: declared for rank in workers if rank not in by_rank})
+    if "GPU" in declared:
+        return by_rank, config
+    return by_rank, "GPU: the GPUs each worker uses" + (f"; the rest {config}" if declared else "")
+
+
 def _gpu_notes(inputs: PlanInputs, ranks: list[RankPlan]) -> tuple[str, ...]:
     """GPUs shared out unevenly on a node: two workers to a GPU, or a GPU left idle
     (``--ntasks-per-node=5`` with 4 GPUs a node suits only the node of task 0)."""
@@ -491,6 +523,7 @@ def make_plan(inputs: PlanInputs) -> Plan:
     login_host, sources["login_host"] = login or (None, "default (not in a Slurm job)")
 
     gpus, sources["gpus"] = _gpus_of_workers(inputs, roles)
+    resources, sources["resources"] = _resources_of_workers(inputs, roles, gpus)
     ranks = []
     for rank, (host, rank_roles) in enumerate(zip(inputs.rank_hosts, roles, strict=True)):
         if "worker" in rank_roles:
@@ -503,6 +536,7 @@ def make_plan(inputs: PlanInputs) -> Plan:
                     memory_for(host),
                     os.path.join(run_directory, f"worker-{rank}"),
                     gpus.get(rank),
+                    resources.get(rank),
                 )
             )
         else:

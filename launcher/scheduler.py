@@ -373,10 +373,19 @@ def why_no_worker_can_run(
         example = repr(dict(resources))
         # Dask lowers the names in DASK_A__B__C variables, not the keys of a dict value.
         case = next((name for name in resources if name != name.lower()), None)
+        # A worker has a "GPU" for each GPU it uses (launcher/plan.py): more come from Slurm.
+        gpus = "GPU" in resources and not any(offered.get("GPU") for *_, offered in job_workers)
         reasons.append(
             f"it needs resources {example}, and the workers have "
-            f"{_few(offers) if offers else 'none'}; give the workers resources in the "
-            f"jobscript, e.g. {dask_export('distributed.worker.resources', resources)}"
+            f"{_few(offers) if offers else 'none'}; "
+            + (
+                "a worker has a 'GPU' for each GPU it uses (CUDA_VISIBLE_DEVICES): ask Slurm "
+                "for GPUs (#SBATCH --gpus-per-node=N), or "
+                if gpus
+                else ""
+            )
+            + "give the workers resources in the jobscript, e.g. "
+            + dask_export("distributed.worker.resources", resources)
             + (
                 f" (a dict keeps the case of {case!r}, which "
                 f"DASK_DISTRIBUTED__WORKER__RESOURCES__{case.upper()}=... would lower)"

@@ -50,12 +50,13 @@ def worker_class(plan: Plan) -> str:
 
 def worker_options(
     plan: Plan,
+    me: RankPlan,
     stop_check: Callable[[], bool],
     ready: Callable[[], None],
     lost: Callable[[str], None],
 ) -> dict[str, Any]:
     """Arguments of the worker class beyond those dask-mpi sets itself."""
-    return {
+    options = {
         "stop_check": stop_check,
         "ready": ready,
         "lost": lost,
@@ -63,6 +64,9 @@ def worker_options(
         "death_timeout": plan.startup_timeout,
         "paused_timeout": plan.paused_timeout,
     }
+    if me.resources is not None:
+        options["resources"] = dict(me.resources)
+    return options
 
 
 def end_what_the_tasks_started() -> None:
@@ -108,7 +112,7 @@ class ServingRank:
             share_address(self.comm, plan)
             return problem
         import_beside_the_script(plan.target)
-        options = worker_options(plan, self.stop.check, self.say_ready, self.say_lost)
+        options = worker_options(plan, me, self.stop.check, self.say_ready, self.say_lost)
         if me.gpus is not None:
             # The worker's share of the node's GPUs (plan.py, _gpus_of_workers): in this
             # rank's environment (the worker under --no-nanny, and the programs its tasks

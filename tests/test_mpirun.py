@@ -1180,8 +1180,14 @@ def visible():
     program = subprocess.run(["sh", "-c", "echo $CUDA_VISIBLE_DEVICES"], capture_output=True)
     return os.environ["CUDA_VISIBLE_DEVICES"], program.stdout.decode().strip()
 
-print("WORKERS", sorted(Client().run(visible).values()))
+def resources(dask_worker):
+    return dask_worker.state.total_resources
+
+client = Client()
+print("WORKERS", sorted(client.run(visible).values()))
 print("CLIENT", os.environ["CUDA_VISIBLE_DEVICES"])
+print("RESOURCES", list(client.run(resources).values()))
+print("ON A GPU", client.submit(visible, resources={"GPU": 1}).result(timeout=30))
 """
 
 
@@ -1194,6 +1200,9 @@ def test_each_worker_gets_its_share_of_the_nodes_gpus(script, flags):
     assert_clean(result)
     assert "WORKERS [('0', '0'), ('1', '1'), ('2', '2')]" in result.stdout, result
     assert "CLIENT 0,1,2" in result.stdout, result  # the script's rank: as it was
+    # A dask-jobqueue GPU worker's --resources GPU=1, declared for each GPU
+    assert "RESOURCES [{'GPU': 1}, {'GPU': 1}, {'GPU': 1}]" in result.stdout, result
+    assert re.search(r"ON A GPU \('([012])', '\1'\)", result.stdout), result
 
 
 SLEEPING_POOL = """

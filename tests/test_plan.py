@@ -353,6 +353,57 @@ def test_a_nodes_gpus_are_shared_out_among_its_workers(hosts, gpus, layout, expe
     assert plan.notes == ((uneven,) if uneven else ())
 
 
+@pytest.mark.parametrize(
+    ("gpus", "declared", "expected", "source"),
+    [
+        # shared out: each worker has as many "GPU" as it uses
+        ([FOUR] * 3, {}, [{"GPU": 2}, {"GPU": 2}], "GPU: the GPUs each worker uses"),
+        # bound to tasks by Slurm, one worker without: what it sees
+        (
+            [FOUR, ("0",), ()],
+            {"MEM": 5},
+            [{"GPU": 1, "MEM": 5}, {"MEM": 5}],
+            "GPU: the GPUs each worker uses; the rest distributed.worker.resources in the "
+            "Dask config",
+        ),
+        # the config's count wins
+        (
+            [FOUR] * 3,
+            {"GPU": 1},
+            [{"GPU": 1}] * 2,
+            "distributed.worker.resources in the Dask config",
+        ),
+        # no GPU: left to the config, which each worker reads itself
+        ([()] * 3, {"MEM": 5}, [None, None], "distributed.worker.resources in the Dask config"),
+        ([None] * 3, {}, [None, None], "none declared"),
+    ],
+)
+def test_workers_with_gpus_have_a_gpu_resource_for_each(gpus, declared, expected, source):
+    """A dask-jobqueue GPU worker was started with --resources GPU=1, and its scripts
+    submit with resources={"GPU": 1}; in a job no worker had it and those tasks failed."""
+    plan = make_plan(
+        PlanInputs(
+            env={},
+            rank_hosts=("n1",) * 3,
+            facts={"n1": facts("n1")},
+            settings=defaults(),
+            options=Options(),
+            run_id="t1",
+            cwd="/home/me/job",
+            rank_gpus=tuple(gpus),
+            worker_resources=declared,
+        )
+    )
+    assert [w.resources for w in plan.workers] == expected
+    assert plan.ranks[0].resources is None  # the scheduler's and the script's rank
+    assert plan.sources["resources"] == source
+    data = json.loads(plan.to_json())
+    assert data["settings"]["resources"]["value"] == (
+        "per worker, see ranks" if any(expected) else None
+    )
+    assert [r.get("resources") for r in data["ranks"][1:]] == expected
+
+
 def test_interface_must_exist_on_every_host():
     hosts = ("n1", "n1", "n2")
     good = {"lo": ["127.0.0.1"], "ib0": ["10.1.0.1"]}

@@ -29,6 +29,15 @@ def test_resources_no_worker_has_say_what_the_workers_have():
     assert "DASK_DISTRIBUTED__WORKER__RESOURCES__GPU=... would lower" in message
     message = why(resources={"mem": 1}, job_workers=WORKERS[1:])
     assert "the workers have none" in message and "would lower" not in message, message
+    assert "ask Slurm for GPUs" not in message, message
+
+
+def test_a_gpu_no_worker_has_asks_for_gpus_from_slurm():
+    # Workers have a "GPU" for each GPU they use (the plan), so none means no GPU.
+    message = why(resources={"GPU": 1}, job_workers=WORKERS[1:])
+    assert "the workers have none; a worker has a 'GPU' for each GPU it uses" in message
+    assert "ask Slurm for GPUs (#SBATCH --gpus-per-node=N), or give the workers" in message
+    assert "ask Slurm" not in why(resources={"GPU": 2}), "some worker has a GPU"
 
 
 def test_workers_and_hosts_not_in_the_job_name_where_the_workers_are():
