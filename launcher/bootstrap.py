@@ -283,7 +283,7 @@ def _plan_or_reason(
     """Rank 0's half of planning: the plan, or why there is none."""
     import dask.config
 
-    from launcher.plan import PlanError, PlanInputs, make_plan
+    from launcher.plan import DISTRIBUTED_SETTINGS, PlanError, PlanInputs, make_plan
     from launcher.slurm import SlurmEnvError, read_allocation
     from launcher.usercode import check_target
 
@@ -314,7 +314,7 @@ def _plan_or_reason(
                 cwd=os.getcwd(),
                 mpi_size_source=source,
                 rank_gpus=gpus,
-                worker_resources=dask.config.get("distributed.worker.resources", None) or {},
+                distributed={key: dask.config.get(key, None) for key in DISTRIBUTED_SETTINGS},
             )
         )
     except (PlanError, SlurmEnvError) as err:

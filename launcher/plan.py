@@ -134,6 +134,15 @@ class Plan:
         return json.dumps(self.to_dict(), indent=2)
 
 
+#: The settings of distributed's own that the plan reads (bootstrap passes their values).
+DISTRIBUTED_SETTINGS = (
+    "distributed.worker.resources",
+    "distributed.worker.lifetime.duration",
+    "distributed.worker.lifetime.restart",
+    "distributed.scheduler.idle-timeout",
+)
+
+
 @dataclass(frozen=True)
 class PlanInputs:
     """Everything the plan depends on; nothing else is read while planning."""
@@ -148,8 +157,8 @@ class PlanInputs:
     mpi_size_source: str = "MPI"
     #: Each rank's visible GPUs (HostFacts.gpus), in rank order; empty: none known.
     rank_gpus: tuple[tuple[str, ...] | None, ...] = ()
-    #: distributed.worker.resources in the Dask config.
-    worker_resources: Mapping[str, float] = field(default_factory=dict)
+    #: The values of DISTRIBUTED_SETTINGS in the Dask config (None: not set).
+    distributed: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _pick(flag: Any, flag_name: str, setting: Setting) -> tuple[Any, str] | None:
@@ -347,6 +356,29 @@ def _gpus_of_workers(
     return shared, "as each task sees them (env CUDA_VISIBLE_DEVICES, if set)"
 
 
+def _distributed_notes(settings: Mapping[str, Any]) -> tuple[str, ...]:
+    """Settings of distributed, kept in a Dask config from other clusters, that end a
+    job: said at the start (``--check`` and ``--plan`` show them before the queue), not
+    only when they strike, hours into it (launcher/client_rank.py LOSS_HINTS and
+    JobScheduler.check_idle say it then)."""
+    notes = []
+    lifetime = settings.get("distributed.worker.lifetime.duration")
+    if lifetime and not settings.get("distributed.worker.lifetime.restart"):
+        notes.append(
+            f"distributed.worker.lifetime.duration ({lifetime}) in your Dask config closes "
+            "every worker that long into the job, and in one job none replaces them: drop "
+            "the setting (or set distributed.worker.lifetime.restart to true)"
+        )
+    idle = settings.get("distributed.scheduler.idle-timeout")
+    if idle:
+        notes.append(
+            f"distributed.scheduler.idle-timeout ({idle}) in your Dask config ends the job "
+            "once the cluster has had no work that long, as while your script works on its "
+            "own: drop the setting"
+        )
+    return tuple(notes)
+
+
 def _resources_of_workers(
     inputs: PlanInputs, roles: list[tuple[str, ...]], gpus: Mapping[int, tuple[str, ...]]
 ) -> tuple[dict[int, dict[str, float]], str]:
@@ -358,7 +390,7 @@ def _resources_of_workers(
     the GPUs each worker uses, so a worker with GPUs has as many of resource "GPU"; one
     with none declares none, and what ``distributed.worker.resources`` declares wins.
     Without GPUs nothing is set, and workers read that setting themselves."""
-    declared = dict(inputs.worker_resources)
+    declared = dict(inputs.distributed.get("distributed.worker.resources") or {})
     config = "distributed.worker.resources in the Dask config"
     by_rank: dict[int, dict[str, float]] = {}
     for rank, rank_roles in enumerate(roles):
@@ -569,5 +601,6 @@ def make_plan(inputs: PlanInputs) -> Plan:
         sources=sources,
         notes=_cores_notes(inputs, nthreads, sources["nthreads"], worker_hosts)
         + _memory_notes(inputs, ranks, sources["memory_limit"])
-        + _gpu_notes(inputs, ranks),
+        + _gpu_notes(inputs, ranks)
+        + _distributed_notes(inputs.distributed),
     )

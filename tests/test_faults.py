@@ -103,6 +103,11 @@ def test_a_module_the_workers_cannot_import_ends_the_job_saying_so(script, flags
     result = run(launcher_cmd(*flags, str(path)), timeout=60)
     assert_clean(result, 1)
     assert "RESULT" not in result.stdout
+    # said at the start too (and by --check, before the queue: tests/test_plan.py)
+    assert (
+        "launcher: distributed.worker.lifetime.duration (2s) in your Dask config"
+        in (result.stderr.split("Traceback")[0])
+    ), result
     for rank in (1, 2, 3):
         assert re.search(
             rf"^launcher: worker rank {rank} on \S+ closed its worker: "
@@ -134,6 +139,11 @@ def test_workers_ended_by_a_lifetime_from_dask_jobqueue_days_say_what_to_do(scri
     result = run(launcher_cmd("--no-progress", str(path), n=3), env=env, timeout=60)
     assert_clean(result, 1)
     assert "RESULT" not in result.stdout
+    # said at the start too (and by --check, before the queue: tests/test_plan.py)
+    assert (
+        "launcher: distributed.worker.lifetime.duration (2s) in your Dask config"
+        in (result.stderr.split("Traceback")[0])
+    ), result
     assert re.search(
         r"launcher\.ClusterLost: no worker is left \(the last: worker rank \d on \S+ closed "
         r"its worker: worker-lifetime-reached; distributed\.worker\.lifetime\.duration in "
@@ -159,6 +169,10 @@ def test_a_scheduler_closed_by_its_idle_timeout_says_so(script):
     result = run(launcher_cmd("--no-progress", str(path), n=3), env=env, timeout=60)
     assert_clean(result, 1)
     assert "FIRST 3" in result.stdout and "SECOND" not in result.stdout, result
+    assert (
+        "launcher: distributed.scheduler.idle-timeout (2s) in your Dask config ends"
+        in (result.stderr.split("the scheduler closes after")[0])
+    ), result
     assert (
         "launcher: the scheduler closes after 2.00 s without work, as "
         "distributed.scheduler.idle-timeout in your Dask config says, and the job ends "

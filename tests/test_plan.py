@@ -391,7 +391,7 @@ def test_workers_with_gpus_have_a_gpu_resource_for_each(gpus, declared, expected
             run_id="t1",
             cwd="/home/me/job",
             rank_gpus=tuple(gpus),
-            worker_resources=declared,
+            distributed={"distributed.worker.resources": declared},
         )
     )
     assert [w.resources for w in plan.workers] == expected
@@ -402,6 +402,45 @@ def test_workers_with_gpus_have_a_gpu_resource_for_each(gpus, declared, expected
         "per worker, see ranks" if any(expected) else None
     )
     assert [r.get("resources") for r in data["ranks"][1:]] == expected
+
+
+LIFETIME = "distributed.worker.lifetime.duration (1 hour) in your Dask config closes every"
+IDLE = "distributed.scheduler.idle-timeout (10 minutes) in your Dask config ends the job"
+
+
+@pytest.mark.parametrize(
+    ("settings", "said"),
+    [
+        ({"distributed.worker.lifetime.duration": "1 hour"}, [LIFETIME]),
+        (
+            {
+                "distributed.worker.lifetime.duration": "1 hour",
+                "distributed.worker.lifetime.restart": True,  # the nannies start new ones
+                "distributed.scheduler.idle-timeout": "10 minutes",
+            },
+            [IDLE],
+        ),
+        ({"distributed.worker.lifetime.duration": None}, []),
+    ],
+)
+def test_distributed_settings_that_end_a_job_are_said_before_it_starts(settings, said):
+    """A worker lifetime or a scheduler idle-timeout kept in a Dask config from other
+    clusters ends the job hours into it; --check and the job's first lines say so."""
+    plan = make_plan(
+        PlanInputs(
+            env={},
+            rank_hosts=("n1",) * 3,
+            facts={"n1": facts("n1")},
+            settings=defaults(),
+            options=Options(),
+            run_id="t1",
+            cwd="/home/me/job",
+            distributed=settings,
+        )
+    )
+    assert len(plan.notes) == len(said), plan.notes
+    for note, start in zip(plan.notes, said, strict=True):
+        assert note.startswith(start) and "drop the setting" in note, note
 
 
 def test_interface_must_exist_on_every_host():
