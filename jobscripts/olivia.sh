@@ -23,7 +23,8 @@
 #   #SBATCH --ntasks-per-node=5
 # with the partition's own rules for cores and memory, and the module set for the GPU
 # nodes instead of NRIS/CPU: each worker then gets one GPU of its node
-# (CUDA_VISIBLE_DEVICES), where Slurm lets every task see all four.
+# (CUDA_VISIBLE_DEVICES), where Slurm lets every task see all four, and the Dask
+# resource GPU=1 that tasks submitted with resources={"GPU": 1} ask for.
 #
 #SBATCH --account=nn9999k
 #SBATCH --job-name=dask-launcher
