@@ -26,7 +26,15 @@ def defaults(**overrides):
     return settings
 
 
-def plan_for(env=None, hosts=("n1",) * 4, host_facts=None, options=None, settings=None, gpus=()):
+def plan_for(
+    env=None,
+    hosts=("n1",) * 4,
+    host_facts=None,
+    options=None,
+    settings=None,
+    gpus=(),
+    distributed=None,
+):
     host_facts = host_facts or {h: facts(h) for h in hosts}
     return make_plan(
         PlanInputs(
@@ -38,6 +46,7 @@ def plan_for(env=None, hosts=("n1",) * 4, host_facts=None, options=None, setting
             run_id="t1",
             cwd="/home/me/job",
             rank_gpus=tuple(gpus),
+            distributed=distributed or {},
         )
     )
 
@@ -381,18 +390,8 @@ def test_a_nodes_gpus_are_shared_out_among_its_workers(hosts, gpus, layout, expe
 def test_workers_with_gpus_have_a_gpu_resource_for_each(gpus, declared, expected, source):
     """A dask-jobqueue GPU worker was started with --resources GPU=1, and its scripts
     submit with resources={"GPU": 1}; in a job no worker had it and those tasks failed."""
-    plan = make_plan(
-        PlanInputs(
-            env={},
-            rank_hosts=("n1",) * 3,
-            facts={"n1": facts("n1")},
-            settings=defaults(),
-            options=Options(),
-            run_id="t1",
-            cwd="/home/me/job",
-            rank_gpus=tuple(gpus),
-            distributed={"distributed.worker.resources": declared},
-        )
+    plan = plan_for(
+        hosts=("n1",) * 3, gpus=gpus, distributed={"distributed.worker.resources": declared}
     )
     assert [w.resources for w in plan.workers] == expected
     assert plan.ranks[0].resources is None  # the scheduler's and the script's rank
@@ -426,18 +425,7 @@ IDLE = "distributed.scheduler.idle-timeout (10 minutes) in your Dask config ends
 def test_distributed_settings_that_end_a_job_are_said_before_it_starts(settings, said):
     """A worker lifetime or a scheduler idle-timeout kept in a Dask config from other
     clusters ends the job hours into it; --check and the job's first lines say so."""
-    plan = make_plan(
-        PlanInputs(
-            env={},
-            rank_hosts=("n1",) * 3,
-            facts={"n1": facts("n1")},
-            settings=defaults(),
-            options=Options(),
-            run_id="t1",
-            cwd="/home/me/job",
-            distributed=settings,
-        )
-    )
+    plan = plan_for(hosts=("n1",) * 3, distributed=settings)
     assert len(plan.notes) == len(said), plan.notes
     for note, start in zip(plan.notes, said, strict=True):
         assert note.startswith(start) and "drop the setting" in note, note
